@@ -1,0 +1,64 @@
+#pragma once
+// The one interface core uses to move frames between two processes. The shared-memory pair
+// (troupe::shm::ShmChannel) implements it; the TCP transport will too. A channel carries opaque
+// frames in order, without loss or duplication; verifying them is the receiver's job
+// (troupe::verify_frame), since a transport knows nothing of agents.
+//
+// Threads: every method may be called from any thread. Each direction has one serialization
+// point (see the implementation's notes); frames sent by one thread keep their order, frames of
+// different threads interleave whole.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <system_error>
+
+#include "troupe/core/function_ref.hpp"
+
+namespace troupe {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+using FrameBytes = std::span<const std::byte>;
+
+/// Frames and failures seen by one end of a channel.
+struct ChannelStats {
+  std::uint64_t frames_sent = 0;
+  std::uint64_t frames_received = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t malformed_dropped = 0;  ///< inbound records that broke the transport's framing
+  std::uint64_t send_waits = 0;         ///< sends that found the transport full (backpressure)
+};
+
+class Channel {
+ public:
+  Channel() = default;
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+  virtual ~Channel() = default;
+
+  /// Sends one frame. Waits while the transport is full (backpressure) until `deadline`, and
+  /// while waiting keeps draining inbound frames into a local inbox so that two peers with
+  /// full transports in both directions never deadlock. With `flush` false the frame may stay
+  /// unpublished until the next flush() or flushing send (batched publication).
+  /// Errors: kTimeout, kPeerDead, kClosed, kMessageTooLarge.
+  virtual std::error_code send(FrameBytes frame, Deadline deadline, bool flush = true) = 0;
+
+  /// Publishes frames sent with flush == false.
+  virtual std::error_code flush() = 0;
+
+  /// Delivers received frames in order to `on_frame`, at most `max_frames`, waiting until
+  /// `deadline` for the first. A delivered view is valid only during the call. Returns the
+  /// count delivered; 0 with `ec` clear means the deadline passed with nothing to deliver;
+  /// `ec` is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
+  virtual std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
+                           Deadline deadline, std::error_code& ec) = 0;
+
+  /// Closes this end: the peer's waits end with kClosed. Idempotent.
+  virtual void close() noexcept = 0;
+
+  virtual ChannelStats stats() const noexcept = 0;
+};
+
+}  // namespace troupe

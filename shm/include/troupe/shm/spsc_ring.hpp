@@ -1,0 +1,285 @@
+#pragma once
+// A single-producer single-consumer ring of variable-length records in shared memory (layout:
+// ring_layout.hpp). After Aeron's record protocol, with rigtorp's cached indices.
+//
+// Roles: one SpscRingProducer and one SpscRingConsumer per ring, usually in two processes. Only
+// one thread at a time may call a given producer's (or consumer's) methods; the owner of the
+// object serialises (ShmChannel does it with its send mutex and receive lease).
+//
+// Invariant: head <= tail <= head + capacity; [head, tail) holds whole records.
+//
+// Publication is batched: try_write() appends records privately; publish() makes all of them
+// visible with one store. The consumer likewise releases space in batches (publish_head()).
+//
+// Sleeper handshake (data; space is the mirror image). The consumer, finding the ring empty:
+//   C1 consumer_sleeping.exchange(1)   C2 s = data_signal.load()   C3 re-check tail
+//   C4 futex_wait(data_signal, s)
+// The producer, in publish():
+//   P1 tail.store(t)   P2 if consumer_sleeping.load() && exchange(0): data_signal++, futex_wake
+// All seq_cst: in their single total order, either C3 follows P1 (the consumer sees the data
+// and does not sleep) or C1 precedes P2 (the producer sees the flag and wakes it; the increment
+// follows C2, so futex_wait's own check of data_signal catches a wake that precedes C4). Read-
+// modify-writes and seq_cst accesses rather than fences: g++ 12 rejects atomic_thread_fence
+// under -fsanitize=thread. The producer pays the flag load only, and the wake system call only
+// when someone sleeps.
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <span>
+
+#include "troupe/shm/futex.hpp"
+#include "troupe/shm/ring_layout.hpp"
+
+namespace troupe::shm {
+
+/// Initialises a ring's control block in freshly created (zeroed) memory.
+inline void initialize_ring(RingControl& ring, std::size_t capacity) noexcept {
+  ring.tail.store(0, std::memory_order_relaxed);
+  ring.head.store(0, std::memory_order_relaxed);
+  ring.consumer_sleeping.store(0, std::memory_order_relaxed);
+  ring.data_signal.store(0, std::memory_order_relaxed);
+  ring.producer_sleeping.store(0, std::memory_order_relaxed);
+  ring.space_signal.store(0, std::memory_order_relaxed);
+  ring.capacity = capacity;  // published by the segment's ready flag
+}
+
+/// Wakes every thread, of this process or the peer, sleeping on either signal of `ring`
+/// (closing a channel ends all its waits at once).
+inline void wake_all(RingControl& ring) noexcept {
+  ring.data_signal.fetch_add(1, std::memory_order_seq_cst);
+  ring.space_signal.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(ring.data_signal, 1 << 30);
+  futex_wake(ring.space_signal, 1 << 30);
+}
+
+/// True when `capacity` is a power of two within [kMinRingCapacity, kMaxRingCapacity].
+constexpr bool valid_ring_capacity(std::size_t capacity) noexcept {
+  return capacity >= kMinRingCapacity && capacity <= kMaxRingCapacity &&
+         (capacity & (capacity - 1)) == 0;
+}
+
+class SpscRingProducer {
+ public:
+  SpscRingProducer(RingControl& ring, std::byte* data) noexcept
+      : ring_(&ring),
+        data_(data),
+        capacity_(ring.capacity),
+        tail_(ring.tail.load(std::memory_order_relaxed)),
+        published_(tail_),
+        head_cache_(ring.head.load(std::memory_order_acquire)) {}
+
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t max_payload() const noexcept { return max_record_payload(capacity_); }
+
+  /// Appends one record whose payload is `first` followed by `second`, without publishing it.
+  /// Returns false, writing nothing, when the ring lacks space now.
+  /// Precondition: first.size() + second.size() <= max_payload().
+  bool try_write(RecordType type, std::span<const std::byte> first,
+                 std::span<const std::byte> second = {}) noexcept {
+    const std::size_t payload = first.size() + second.size();
+    assert(payload <= max_payload());
+    const std::size_t size = record_size(payload);
+    const std::size_t index = tail_ & (capacity_ - 1);
+    const std::size_t to_end = capacity_ - index;
+    // A record that does not fit before the end needs a padding record first. Since size is at
+    // most capacity / 2, one of the two always fits in an empty ring.
+    const std::size_t needed = size <= to_end ? size : to_end + size;
+    if (tail_ + needed - head_cache_ > capacity_) {
+      // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
+      // before it are read and may be overwritten.
+      head_cache_ = ring_->head.load(std::memory_order_acquire);
+      if (tail_ + needed - head_cache_ > capacity_) return false;
+    }
+    std::byte* at = data_ + index;
+    if (size > to_end) {
+      write_header(at, static_cast<std::uint32_t>(to_end - sizeof(RecordHeader)),
+                   RecordType::kPadding);
+      tail_ += to_end;
+      at = data_;
+    }
+    write_header(at, static_cast<std::uint32_t>(payload), type);
+    if (!first.empty()) std::memcpy(at + sizeof(RecordHeader), first.data(), first.size());
+    if (!second.empty()) {
+      std::memcpy(at + sizeof(RecordHeader) + first.size(), second.data(), second.size());
+    }
+    tail_ += size;
+    return true;
+  }
+
+  /// True when a record of `payload` bytes would fit now (refreshes the cached head).
+  bool has_space_for(std::size_t payload) noexcept {
+    // SYNC POINT: as in try_write.
+    head_cache_ = ring_->head.load(std::memory_order_acquire);
+    return fits(payload);
+  }
+
+  /// Makes every record written since the last publish visible, and wakes a sleeping consumer.
+  void publish() noexcept {
+    if (tail_ == published_) return;
+    // SYNC POINT: publishes the records in [published_, tail_); pairs with the consumer's
+    // acquire load of tail. seq_cst: step P1 of the sleeper handshake (top of this file).
+    ring_->tail.store(tail_, std::memory_order_seq_cst);
+    published_ = tail_;
+    // P2. The plain load is cheap (the line stays shared until a consumer goes to sleep).
+    if (ring_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+        ring_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+      ring_->data_signal.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(ring_->data_signal);
+    }
+  }
+
+  bool try_push(RecordType type, std::span<const std::byte> payload) noexcept {
+    if (!try_write(type, payload)) return false;
+    publish();
+    return true;
+  }
+
+  std::size_t unpublished_bytes() const noexcept { return tail_ - published_; }
+
+  /// Sleeps until the consumer releases space (or `timeout`), unless a record of `payload`
+  /// bytes fits already. Returns true when it did not time out. The mirror of the consumer's
+  /// handshake, on producer_sleeping and space_signal.
+  bool sleep_for_space(std::size_t payload, std::chrono::nanoseconds timeout) noexcept {
+    ring_->producer_sleeping.exchange(1, std::memory_order_seq_cst);
+    const std::uint32_t signal = ring_->space_signal.load(std::memory_order_seq_cst);
+    // seq_cst, not just acquire: the re-check takes part in the handshake's total order.
+    head_cache_ = ring_->head.load(std::memory_order_seq_cst);
+    if (fits(payload)) {
+      ring_->producer_sleeping.store(0, std::memory_order_relaxed);
+      return true;
+    }
+    const bool woke = futex_wait(ring_->space_signal, signal, timeout);
+    ring_->producer_sleeping.store(0, std::memory_order_relaxed);
+    return woke;
+  }
+
+ private:
+  bool fits(std::size_t payload) const noexcept {
+    const std::size_t size = record_size(payload);
+    const std::size_t to_end = capacity_ - (tail_ & (capacity_ - 1));
+    const std::size_t needed = size <= to_end ? size : to_end + size;
+    return tail_ + needed - head_cache_ <= capacity_;
+  }
+
+  static void write_header(std::byte* at, std::uint32_t length, RecordType type) noexcept {
+    const RecordHeader header{length, type};
+    // g++ 12 cannot see that `at` has 8 bytes left (capacity is a run-time value) and warns
+    // falsely once the call is inlined into code with a constant-size payload.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
+    std::memcpy(at, &header, sizeof header);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  }
+
+  RingControl* ring_;
+  std::byte* data_;
+  std::size_t capacity_;
+  std::uint64_t tail_;        ///< end of the records written, published or not
+  std::uint64_t published_;   ///< the tail the consumer can see
+  std::uint64_t head_cache_;  ///< the consumer's head when last read: space known to be free
+};
+
+/// One record as the consumer sees it. The payload stays valid until publish_head().
+struct RingRecord {
+  RecordType type;
+  std::span<const std::byte> payload;
+};
+
+class SpscRingConsumer {
+ public:
+  SpscRingConsumer(RingControl& ring, const std::byte* data) noexcept
+      : ring_(&ring),
+        data_(data),
+        capacity_(ring.capacity),
+        head_(ring.head.load(std::memory_order_relaxed)),
+        released_(head_),
+        tail_cache_(ring.tail.load(std::memory_order_acquire)) {}
+
+  std::size_t capacity() const noexcept { return capacity_; }
+
+  /// Takes the next record, skipping padding, and advances past it privately (its bytes stay
+  /// valid until publish_head()). Returns nullopt when no record is published, or when the
+  /// ring holds bytes that break the record protocol: then corrupt() is true for good.
+  std::optional<RingRecord> try_take() noexcept {
+    while (!corrupt_) {
+      if (head_ == tail_cache_) {
+        // SYNC POINT: pairs with the producer's seq_cst store of tail in publish(): the
+        // records before it are fully written.
+        tail_cache_ = ring_->tail.load(std::memory_order_acquire);
+        if (head_ == tail_cache_) return std::nullopt;
+      }
+      const std::size_t index = head_ & (capacity_ - 1);
+      RecordHeader header;  // copied once: the peer cannot change it under our checks
+      std::memcpy(&header, data_ + index, sizeof header);
+      const std::size_t size = record_size(header.length);
+      if (header.length > capacity_ || size > capacity_ - index ||
+          size > tail_cache_ - head_ || header.type < RecordType::kPadding ||
+          header.type > RecordType::kFragmentAbort) {
+        corrupt_ = true;
+        return std::nullopt;
+      }
+      head_ += size;
+      if (header.type == RecordType::kPadding) continue;
+      return RingRecord{header.type, {data_ + index + sizeof(RecordHeader), header.length}};
+    }
+    return std::nullopt;
+  }
+
+  /// True when a record is published and not yet taken (refreshes the cached tail).
+  bool has_data() noexcept {
+    if (head_ != tail_cache_) return true;
+    tail_cache_ = ring_->tail.load(std::memory_order_acquire);  // SYNC POINT: as in try_take
+    return head_ != tail_cache_;
+  }
+
+  /// Gives the space of every taken record back to the producer; wakes it if it sleeps.
+  void publish_head() noexcept {
+    if (head_ == released_) return;
+    // SYNC POINT: our reads of [released_, head_) are done; pairs with the producer's acquire
+    // load of head before it overwrites them. seq_cst: the space handshake's store step.
+    ring_->head.store(head_, std::memory_order_seq_cst);
+    released_ = head_;
+    if (ring_->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+        ring_->producer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+      ring_->space_signal.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(ring_->space_signal);
+    }
+  }
+
+  std::size_t unreleased_bytes() const noexcept { return head_ - released_; }
+
+  /// Sleeps until the producer publishes (or `timeout`), unless a record is there already.
+  /// Returns true when it did not time out. Steps C1-C4 of the handshake (top of this file).
+  bool sleep_for_data(std::chrono::nanoseconds timeout) noexcept {
+    ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);               // C1
+    const std::uint32_t signal = ring_->data_signal.load(std::memory_order_seq_cst);  // C2
+    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);                     // C3
+    if (head_ != tail_cache_) {
+      ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
+      return true;
+    }
+    const bool woke = futex_wait(ring_->data_signal, signal, timeout);  // C4
+    ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
+    return woke;
+  }
+
+  bool corrupt() const noexcept { return corrupt_; }
+
+ private:
+  RingControl* ring_;
+  const std::byte* data_;
+  std::size_t capacity_;
+  std::uint64_t head_;        ///< end of the records taken
+  std::uint64_t released_;    ///< the head the producer can see
+  std::uint64_t tail_cache_;  ///< the producer's tail when last read
+  bool corrupt_ = false;
+};
+
+}  // namespace troupe::shm

@@ -1,0 +1,32 @@
+#include "troupe/shm/futex.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+namespace troupe::shm {
+
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                std::chrono::nanoseconds timeout) noexcept {
+  if (timeout.count() <= 0) return false;
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
+  // FUTEX_WAIT (shared): the kernel re-checks *word == expected atomically with queueing us, so
+  // a wake between the caller's last check and this call is not lost.
+  long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected,
+                      &ts, nullptr, 0);
+  return rc == 0 || errno != ETIMEDOUT;
+}
+
+int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
+  long rc =
+      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr,
+                nullptr, 0);
+  return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+}  // namespace troupe::shm

@@ -1,0 +1,71 @@
+#include "troupe/core/msg.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+
+namespace troupe {
+namespace {
+
+TEST(MsgTest, DefaultIsEmpty) {
+  Msg m;
+  EXPECT_TRUE(m.empty());
+  EXPECT_TRUE(m.id().empty());
+  EXPECT_FALSE(Msg("a", "hi").empty());
+}
+
+TEST(MsgTest, ConstructorFillsIdTimestampAndRole) {
+  Msg m("alice", "hello");
+  EXPECT_EQ(m.name(), "alice");
+  EXPECT_EQ(m.content(), "hello");
+  EXPECT_EQ(m.role(), "assistant");
+  EXPECT_EQ(m.id().size(), 32u);
+  EXPECT_GT(m.timestamp_ns(), 0);
+  EXPECT_EQ(Msg("u", "x", "user").role(), "user");
+}
+
+TEST(MsgTest, IdsAreUnique) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 10000; ++i) ids.insert(new_msg_id());
+  EXPECT_EQ(ids.size(), 10000u);
+}
+
+TEST(MsgTest, ForkedChildDoesNotRepeatParentIds) {
+  (void)new_msg_id();  // seed this thread's generator before the fork
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string id = new_msg_id();
+    (void)!::write(fds[1], id.data(), id.size());
+    ::_exit(0);
+  }
+  std::string parent_id = new_msg_id();
+  std::string child_id(32, '\0');
+  ASSERT_EQ(::read(fds[0], child_id.data(), 32), 32);
+  ::waitpid(pid, nullptr, 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_NE(parent_id, child_id);
+}
+
+TEST(MsgTest, SameContentIgnoresIdAndTimestamp) {
+  Msg a("n", "c", "user");
+  Msg b("n", "c", "user");
+  EXPECT_NE(a, b);  // different ids
+  EXPECT_TRUE(a.same_content_as(b));
+  b.set_metadata(R"({"k":1})");
+  EXPECT_FALSE(a.same_content_as(b));
+  Msg c = a;
+  c.set_payload({std::byte{1}});
+  EXPECT_FALSE(a.same_content_as(c));
+  Msg d = a;
+  d.set_url({"http://x"});
+  EXPECT_FALSE(a.same_content_as(d));
+}
+
+}  // namespace
+}  // namespace troupe

@@ -1,0 +1,114 @@
+// The ring as two threads over one mapping (ThreadSanitizer sees threads, not processes):
+// random sizes, sequence numbers and checksums; with spinning and with sleeping waiters, so the
+// futex handshake is exercised too.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <barrier>
+#include <random>
+#include <thread>
+
+#include "shm/ring_fixture.hpp"
+#include "support/test_support.hpp"
+#include "troupe/shm/spsc_ring.hpp"
+#include "troupe/shm/wait_strategy.hpp"
+
+namespace troupe::shm {
+namespace {
+
+using test::LocalRing;
+
+struct StressResult {
+  std::uint64_t received = 0;
+  std::uint64_t corrupt = 0;
+  std::uint64_t out_of_order = 0;
+  std::atomic<std::uint64_t> sleep_timeouts{0};  ///< futex sleeps that ended by timeout
+};
+
+// Producer thread pushes `count` checksummed messages (batches of up to `batch`), consumer
+// checks them; both wait with `policy` when the ring is full / empty.
+void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count, std::size_t max_size,
+                        int batch, WaitPolicy policy) {
+  LocalRing ring(capacity);
+  std::barrier start(2);
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  std::thread producer_thread([&] {
+    auto p = ring.producer();
+    AdaptiveWaiter waiter(policy);
+    std::mt19937_64 rng(42);
+    start.arrive_and_wait();
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+      auto msg = troupe::test::make_message(seq, 16 + rng() % (max_size - 15), rng);
+      while (!p.try_write(RecordType::kMessage, msg)) {
+        p.publish();
+        auto ec = waiter.wait([&] { return p.has_space_for(msg.size()); },
+                              [&](auto slice) {
+                                if (!p.sleep_for_space(msg.size(), slice)) {
+                                  result.sleep_timeouts.fetch_add(1);
+                                }
+                              },
+                              [] { return std::error_code{}; }, deadline);
+        if (ec) return;
+      }
+      if (static_cast<int>(seq % batch) == batch - 1) p.publish();
+    }
+    p.publish();
+  });
+  auto c = ring.consumer();
+  AdaptiveWaiter waiter(policy);
+  start.arrive_and_wait();
+  while (result.received < count) {
+    auto ec = waiter.wait([&] { return c.has_data(); },
+                          [&](auto slice) {
+                            if (!c.sleep_for_data(slice)) result.sleep_timeouts.fetch_add(1);
+                          },
+                          [] { return std::error_code{}; }, deadline);
+    if (ec) break;
+    while (auto r = c.try_take()) {
+      const std::uint64_t seq = troupe::test::check_message(r->payload);
+      if (seq == ~std::uint64_t{0}) {
+        ++result.corrupt;
+      } else if (seq != result.received) {
+        ++result.out_of_order;
+      }
+      ++result.received;
+    }
+    c.publish_head();
+  }
+  producer_thread.join();
+}
+
+TEST(SpscRingConcurrentTest, SpinningTwoThreadsNoLossNoReorder) {
+  StressResult r;
+  run_stress(r, 1 << 16, 400'000, 600, 1, WaitPolicy{});
+  EXPECT_EQ(r.received, 400'000u);
+  EXPECT_EQ(r.corrupt, 0u);
+  EXPECT_EQ(r.out_of_order, 0u);
+}
+
+TEST(SpscRingConcurrentTest, BatchedPublicationSmallRing) {
+  StressResult r;
+  run_stress(r, 4096, 400'000, 1500, 32, WaitPolicy{});
+  EXPECT_EQ(r.received, 400'000u);
+  EXPECT_EQ(r.corrupt, 0u);
+  EXPECT_EQ(r.out_of_order, 0u);
+}
+
+TEST(SpscRingConcurrentTest, SleepingWaitersLoseNoWakeUp) {
+  // No spin, no yield: every wait goes to the futex, so a lost wake-up would show as a stall
+  // of one sleep slice (and, with a 10 s slice, as a timeout of this test).
+  WaitPolicy sleepy{.spin = std::chrono::nanoseconds(0),
+                    .yield = std::chrono::nanoseconds(0),
+                    .sleep_slice = std::chrono::seconds(10)};
+  const auto start = Clock::now();
+  StressResult r;
+  run_stress(r, 4096, 100'000, 1000, 4, sleepy);
+  EXPECT_EQ(r.received, 100'000u);
+  EXPECT_EQ(r.corrupt, 0u);
+  EXPECT_EQ(r.out_of_order, 0u);
+  EXPECT_EQ(r.sleep_timeouts.load(), 0u) << "a wake-up was lost";
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(60));
+}
+
+}  // namespace
+}  // namespace troupe::shm

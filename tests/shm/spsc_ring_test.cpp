@@ -1,0 +1,239 @@
+// The record protocol, single-threaded: wrap boundaries, padding, fullness, batching, and a
+// consumer's refusal of corrupt records.
+#include "troupe/shm/spsc_ring.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "shm/ring_fixture.hpp"
+
+namespace troupe::shm {
+namespace {
+
+using test::LocalRing;
+
+std::vector<std::byte> bytes(std::size_t n, int seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xFF);
+  return v;
+}
+
+// Moves an empty ring's positions forward by `distance` bytes (a multiple of 8).
+void advance(SpscRingProducer& p, SpscRingConsumer& c, std::size_t distance) {
+  while (distance > 0) {
+    const std::size_t step = std::min(distance, record_size(max_record_payload(p.capacity())));
+    ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(step - 8, 0)));
+    ASSERT_TRUE(c.try_take());
+    c.publish_head();
+    distance -= step;
+  }
+}
+
+TEST(SpscRingTest, RecordSizeIsAlignedToEight) {
+  EXPECT_EQ(record_size(0), 8u);
+  EXPECT_EQ(record_size(1), 16u);
+  EXPECT_EQ(record_size(8), 16u);
+  EXPECT_EQ(record_size(9), 24u);
+  EXPECT_EQ(max_record_payload(4096), 2040u);
+}
+
+TEST(SpscRingTest, ValidCapacities) {
+  EXPECT_TRUE(valid_ring_capacity(4096));
+  EXPECT_TRUE(valid_ring_capacity(1 << 20));
+  EXPECT_FALSE(valid_ring_capacity(2048));
+  EXPECT_FALSE(valid_ring_capacity(4096 + 8));
+  EXPECT_FALSE(valid_ring_capacity(std::size_t{1} << 31));
+}
+
+TEST(SpscRingTest, PushThenTakeOneRecord) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  EXPECT_FALSE(c.try_take());
+  auto msg = bytes(100, 1);
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, msg));
+  auto r = c.try_take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, RecordType::kMessage);
+  EXPECT_TRUE(std::equal(r->payload.begin(), r->payload.end(), msg.begin(), msg.end()));
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(r->payload.data()) % 8, 0u);
+  EXPECT_FALSE(c.try_take());
+}
+
+TEST(SpscRingTest, ZeroLengthRecord) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, {}));
+  auto r = c.try_take();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->payload.empty());
+}
+
+TEST(SpscRingTest, GatherWritesBothParts) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  auto a = bytes(5, 1), b = bytes(11, 2);
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, a, b));
+  p.publish();
+  auto r = c.try_take();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->payload.size(), 16u);
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), r->payload.begin()));
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), r->payload.begin() + 5));
+}
+
+TEST(SpscRingTest, BatchedRecordsInvisibleUntilPublished) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(20, i)));
+  EXPECT_EQ(p.unpublished_bytes(), 10 * record_size(20));
+  EXPECT_FALSE(c.try_take());
+  p.publish();
+  EXPECT_EQ(p.unpublished_bytes(), 0u);
+  for (int i = 0; i < 10; ++i) {
+    auto r = c.try_take();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->payload[0], bytes(20, i)[0]);
+  }
+  EXPECT_FALSE(c.try_take());
+}
+
+TEST(SpscRingTest, FullRingRefusesUntilConsumerPublishesHead) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  const auto msg = bytes(120, 3);  // 128-byte records: exactly 32 fit
+  int pushed = 0;
+  while (p.try_push(RecordType::kMessage, msg)) ++pushed;
+  EXPECT_EQ(pushed, 32);
+  EXPECT_FALSE(p.has_space_for(120));
+  ASSERT_TRUE(c.try_take());
+  EXPECT_FALSE(p.try_push(RecordType::kMessage, msg));  // taken, but not yet released
+  c.publish_head();
+  EXPECT_TRUE(p.try_push(RecordType::kMessage, msg));
+}
+
+// Every wrap position: for each 8-byte offset of the ring, records of sizes around the bytes left
+// before the end go through intact, with a padding record where they do not fit.
+TEST(SpscRingTest, EveryWrapBoundary) {
+  constexpr std::size_t kCap = 4096;
+  for (std::size_t start = 0; start < kCap; start += 8) {
+    for (std::size_t delta : {0, 8, 16}) {
+      LocalRing ring(kCap);
+      auto p = ring.producer();
+      auto c = ring.consumer();
+      advance(p, c, start);
+      const std::size_t to_end = kCap - start;
+      for (std::size_t payload_plus_header : {to_end - delta, to_end + delta}) {
+        if (payload_plus_header < 8 || payload_plus_header - 8 > max_record_payload(kCap)) continue;
+        const auto msg = bytes(payload_plus_header - 8, static_cast<int>(start));
+        ASSERT_TRUE(p.try_push(RecordType::kMessage, msg)) << start << " " << payload_plus_header;
+        auto r = c.try_take();
+        ASSERT_TRUE(r) << start;
+        ASSERT_TRUE(std::equal(r->payload.begin(), r->payload.end(), msg.begin(), msg.end()))
+            << "start " << start << " size " << payload_plus_header;
+        c.publish_head();
+      }
+      EXPECT_FALSE(c.try_take());
+    }
+  }
+}
+
+TEST(SpscRingTest, LargestRecordFitsAtEveryPositionOfAnEmptyRing) {
+  constexpr std::size_t kCap = 4096;
+  const auto big = bytes(max_record_payload(kCap), 9);
+  for (std::size_t start = 0; start < kCap; start += 8) {
+    LocalRing ring(kCap);
+    auto p = ring.producer();
+    auto c = ring.consumer();
+    advance(p, c, start);
+    ASSERT_TRUE(p.try_push(RecordType::kMessage, big)) << start;
+    auto r = c.try_take();
+    ASSERT_TRUE(r) << start;
+    ASSERT_TRUE(std::equal(r->payload.begin(), r->payload.end(), big.begin(), big.end()));
+  }
+}
+
+TEST(SpscRingTest, ManyLapsKeepOrderAndContent) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  std::uint64_t next_write = 0, next_read = 0;
+  std::mt19937 rng(5);
+  while (next_read < 100'000) {
+    while (next_write - next_read < 50) {
+      auto msg = bytes(rng() % 300, static_cast<int>(next_write));
+      std::memcpy(msg.data(), &next_write, std::min<std::size_t>(8, msg.size()));
+      if (msg.size() < 8) msg.resize(8), std::memcpy(msg.data(), &next_write, 8);
+      if (!p.try_write(RecordType::kMessage, msg)) break;
+      ++next_write;
+    }
+    p.publish();
+    while (auto r = c.try_take()) {
+      std::uint64_t seq = 0;
+      std::memcpy(&seq, r->payload.data(), 8);
+      ASSERT_EQ(seq, next_read);
+      ++next_read;
+    }
+    c.publish_head();
+  }
+}
+
+TEST(SpscRingTest, ConsumerRefusesCorruptLength) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(16, 1)));
+  RecordHeader bad{1u << 20, RecordType::kMessage};  // longer than the ring
+  std::memcpy(ring.data(), &bad, sizeof bad);
+  EXPECT_FALSE(c.try_take());
+  EXPECT_TRUE(c.corrupt());
+  EXPECT_FALSE(c.try_take());  // for good
+}
+
+TEST(SpscRingTest, ConsumerRefusesUnknownType) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(16, 1)));
+  RecordHeader bad{16, static_cast<RecordType>(99)};
+  std::memcpy(ring.data(), &bad, sizeof bad);
+  EXPECT_FALSE(c.try_take());
+  EXPECT_TRUE(c.corrupt());
+}
+
+TEST(SpscRingTest, ConsumerRefusesRecordBeyondPublishedTail) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(16, 1)));
+  RecordHeader bad{64, RecordType::kMessage};  // claims more than was published
+  std::memcpy(ring.data(), &bad, sizeof bad);
+  EXPECT_FALSE(c.try_take());
+  EXPECT_TRUE(c.corrupt());
+}
+
+TEST(SpscRingTest, SleepForDataReturnsAtOnceWhenDataIsThere) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(8, 1)));
+  EXPECT_TRUE(c.sleep_for_data(std::chrono::seconds(10)));
+  EXPECT_EQ(ring.control().consumer_sleeping.load(), 0u);
+}
+
+TEST(SpscRingTest, SleepForDataTimesOut) {
+  LocalRing ring(4096);
+  auto c = ring.consumer();
+  EXPECT_FALSE(c.sleep_for_data(std::chrono::milliseconds(5)));
+}
+
+}  // namespace
+}  // namespace troupe::shm

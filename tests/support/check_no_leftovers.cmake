@@ -1,0 +1,11 @@
+# Fails when /dev/shm holds a Troupe segment whose creator is dead: some test leaked it.
+# (Segments of live processes, such as a concurrent run, are not this suite's leftovers.)
+execute_process(COMMAND ${TROUPE_SHM_TOOL} list OUTPUT_VARIABLE listing RESULT_VARIABLE rc)
+message("${listing}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "troupe-shm list failed")
+endif()
+if(listing MATCHES "stale")
+  execute_process(COMMAND ${TROUPE_SHM_TOOL} clean)
+  message(FATAL_ERROR "stale Troupe segments were left in /dev/shm (removed now)")
+endif()
