@@ -169,9 +169,8 @@ TEST(SpscRingTest, ManyLapsKeepOrderAndContent) {
   std::mt19937 rng(5);
   while (next_read < 100'000) {
     while (next_write - next_read < 50) {
-      auto msg = bytes(rng() % 300, static_cast<int>(next_write));
-      std::memcpy(msg.data(), &next_write, std::min<std::size_t>(8, msg.size()));
-      if (msg.size() < 8) msg.resize(8), std::memcpy(msg.data(), &next_write, 8);
+      auto msg = bytes(8 + rng() % 300, static_cast<int>(next_write));
+      std::memcpy(msg.data(), &next_write, 8);
       if (!p.try_write(RecordType::kMessage, msg)) break;
       ++next_write;
     }
