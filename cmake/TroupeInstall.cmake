@@ -1,6 +1,6 @@
 # `cmake --install` produces a package that other projects use with find_package(troupe).
 include(CMakePackageConfigHelpers)
-install(TARGETS troupe_core troupe_shm troupe_net troupe_schemas
+install(TARGETS troupe_core troupe_shm troupe_net troupe_schemas troupe_troupe
         EXPORT troupeTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -1,5 +1,8 @@
 #include "troupe/core/msg.hpp"
 
+#include "troupe/core/channel.hpp"
+#include "troupe/core/detail/result_state.hpp"
+
 #include <pthread.h>
 
 #include <atomic>
@@ -36,20 +39,96 @@ std::string new_msg_id() {
   return id;
 }
 
-Msg::Msg(std::string name, std::string content, std::string role)
-    : id_(new_msg_id()),
-      name_(std::move(name)),
-      role_(std::move(role)),
-      content_(std::move(content)),
-      timestamp_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count()) {}
+Msg::Msg(std::string name, std::string content, std::string role) {
+  fields_.id = new_msg_id();
+  fields_.name = std::move(name);
+  fields_.role = std::move(role);
+  fields_.content = std::move(content);
+  fields_.timestamp_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+}
 
-bool Msg::empty() const noexcept { return *this == Msg(); }
+const Msg::Fields& Msg::fields() const {
+  return state_ ? state_->value().fields_ : fields_;
+}
 
-bool Msg::same_content_as(const Msg& other) const noexcept {
-  return name_ == other.name_ && role_ == other.role_ && content_ == other.content_ &&
-         url_ == other.url_ && metadata_ == other.metadata_ && payload_ == other.payload_;
+void Msg::materialize() {
+  if (state_) {
+    fields_ = state_->value().fields_;
+    state_.reset();
+  }
+}
+
+bool Msg::empty() const { return fields() == Fields{}; }
+
+bool Msg::same_content_as(const Msg& other) const {
+  const Fields& a = fields();
+  const Fields& b = other.fields();
+  return a.name == b.name && a.role == b.role && a.content == b.content && a.url == b.url &&
+         a.metadata == b.metadata && a.payload == b.payload;
+}
+
+bool operator==(const Msg& a, const Msg& b) { return a.fields() == b.fields(); }
+
+bool Msg::ready() const noexcept { return !state_ || state_->settled(); }
+
+bool Msg::wait_for(std::chrono::nanoseconds timeout) const {
+  if (ready()) return true;
+  const auto now = Clock::now();
+  const Deadline deadline =
+      timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  return state_->wait_until(deadline);
+}
+
+std::exception_ptr Msg::error() const { return state_ ? state_->error() : nullptr; }
+
+std::string Msg::error_message() const {
+  if (std::exception_ptr e = error()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      return ex.what();
+    } catch (...) {
+      return "unknown error";
+    }
+  }
+  return {};
+}
+
+Msg Msg::resolved() const { return state_ ? state_->value() : *this; }
+
+Msg Msg::placeholder(std::shared_ptr<detail::ResultState> state) {
+  Msg m;
+  m.state_ = std::move(state);
+  return m;
+}
+
+bool wait_all(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
+  const auto now = Clock::now();
+  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  for (const Msg& m : msgs) {
+    if (!m.ready() && !m.state()->wait_until(deadline)) return false;
+  }
+  return true;
+}
+
+int wait_any(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
+  const auto now = Clock::now();
+  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  for (;;) {
+    for (std::size_t i = 0; i < msgs.size(); ++i) {
+      if (msgs[i].ready()) return static_cast<int>(i);
+    }
+    if (msgs.empty() || Clock::now() >= deadline) return -1;
+    // Drive the first pending one for a short slice, then look at all again.
+    for (const Msg& m : msgs) {
+      if (!m.ready()) {
+        m.state()->wait_until(std::min(deadline, Clock::now() + std::chrono::microseconds(200)));
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace troupe

@@ -306,11 +306,10 @@ std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t
                              Deadline deadline, std::error_code& ec) {
   ec.clear();
   if (max_frames == 0) return 0;
+  // Another thread receiving (or a blocked sender draining) delivers the frames: this caller
+  // returns at once instead of queueing behind it.
   ReceiveLease lease(receive_lease_);
-  while (!lease.retry()) {  // another thread is receiving (or draining): its turn is short
-    if (Clock::now() >= deadline) return 0;
-    ::sched_yield();
-  }
+  if (!lease) return 0;
   std::size_t delivered = 0;
   for (;;) {
     while (delivered < max_frames && !inbox_.empty()) {

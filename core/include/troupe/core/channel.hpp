@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <system_error>
+#include <sys/types.h>
 
 #include "troupe/core/function_ref.hpp"
 
@@ -50,7 +51,8 @@ class Channel {
 
   /// Delivers received frames in order to `on_frame`, at most `max_frames`, waiting until
   /// `deadline` for the first. A delivered view is valid only during the call. Returns the
-  /// count delivered; 0 with `ec` clear means the deadline passed with nothing to deliver;
+  /// count delivered; 0 with `ec` clear means the deadline passed with nothing to deliver, or
+  /// that another thread of this process is receiving on this channel right now;
   /// `ec` is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
   virtual std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
                            Deadline deadline, std::error_code& ec) = 0;
@@ -59,6 +61,10 @@ class Channel {
   virtual void close() noexcept = 0;
 
   virtual ChannelStats stats() const noexcept = 0;
+
+  /// Tells the channel which process serves the other end, when this side learns it before
+  /// the peer attaches (a parent right after fork), so a peer that dies early is noticed.
+  virtual void expect_peer(pid_t /*pid*/) noexcept {}
 };
 
 }  // namespace troupe

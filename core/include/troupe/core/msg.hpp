@@ -1,12 +1,23 @@
 #pragma once
 // troupe::Msg: the message agents exchange, after AgentScope's Msg. A value type; its wire form
-// is the FlatBuffers table troupe.wire.Msg (see troupe/core/wire.hpp for the conversions).
+// is the FlatBuffers table troupe.wire.Msg (troupe/core/wire.hpp converts).
+//
+// A Msg may be a placeholder: calling a distributed agent returns one at once. Reading any field
+// blocks until the result arrives (and throws troupe::RemoteError, AgentDied or Timeout if the
+// call failed); passing a placeholder to another call does not block. ready(), wait_for() and
+// error() ask without blocking or throwing. Copies of a placeholder share its result.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace troupe {
+namespace detail {
+class ResultState;
+}
 
 class Msg {
  public:
@@ -15,43 +26,85 @@ class Msg {
   /// A new message with a fresh id and the current time as its timestamp.
   Msg(std::string name, std::string content, std::string role = "assistant");
 
-  const std::string& id() const noexcept { return id_; }
-  const std::string& name() const noexcept { return name_; }
-  const std::string& role() const noexcept { return role_; }
-  const std::string& content() const noexcept { return content_; }
-  const std::vector<std::string>& url() const noexcept { return url_; }
+  // Field reads block while the message is a pending placeholder.
+  const std::string& id() const { return fields().id; }
+  const std::string& name() const { return fields().name; }
+  const std::string& role() const { return fields().role; }
+  const std::string& content() const { return fields().content; }
+  const std::vector<std::string>& url() const { return fields().url; }
   /// JSON text; empty when there is none.
-  const std::string& metadata() const noexcept { return metadata_; }
+  const std::string& metadata() const { return fields().metadata; }
   /// Nanoseconds since the Unix epoch.
-  std::int64_t timestamp_ns() const noexcept { return timestamp_ns_; }
+  std::int64_t timestamp_ns() const { return fields().timestamp_ns; }
   /// Optional binary data (simulation state, tensors...), carried without conversion.
-  const std::vector<std::byte>& payload() const noexcept { return payload_; }
+  const std::vector<std::byte>& payload() const { return fields().payload; }
 
-  Msg& set_id(std::string v) { id_ = std::move(v); return *this; }
-  Msg& set_name(std::string v) { name_ = std::move(v); return *this; }
-  Msg& set_role(std::string v) { role_ = std::move(v); return *this; }
-  Msg& set_content(std::string v) { content_ = std::move(v); return *this; }
-  Msg& set_url(std::vector<std::string> v) { url_ = std::move(v); return *this; }
-  Msg& set_metadata(std::string json) { metadata_ = std::move(json); return *this; }
-  Msg& set_timestamp_ns(std::int64_t v) { timestamp_ns_ = v; return *this; }
-  Msg& set_payload(std::vector<std::byte> v) { payload_ = std::move(v); return *this; }
+  Msg& set_id(std::string v) { return edit([&](Fields& f) { f.id = std::move(v); }); }
+  Msg& set_name(std::string v) { return edit([&](Fields& f) { f.name = std::move(v); }); }
+  Msg& set_role(std::string v) { return edit([&](Fields& f) { f.role = std::move(v); }); }
+  Msg& set_content(std::string v) { return edit([&](Fields& f) { f.content = std::move(v); }); }
+  Msg& set_url(std::vector<std::string> v) { return edit([&](Fields& f) { f.url = std::move(v); }); }
+  Msg& set_metadata(std::string json) { return edit([&](Fields& f) { f.metadata = std::move(json); }); }
+  Msg& set_timestamp_ns(std::int64_t v) { return edit([&](Fields& f) { f.timestamp_ns = v; }); }
+  Msg& set_payload(std::vector<std::byte> v) { return edit([&](Fields& f) { f.payload = std::move(v); }); }
 
-  /// True for a default-constructed message (no id, no fields).
-  bool empty() const noexcept;
+  /// True for a default-constructed message (no id, no fields). Blocks on a placeholder.
+  bool empty() const;
   /// Equal on every field but id and timestamp: how sequential equivalence compares results.
-  bool same_content_as(const Msg& other) const noexcept;
-  friend bool operator==(const Msg&, const Msg&) = default;
+  bool same_content_as(const Msg& other) const;
+  /// Equal on every field. Blocks on placeholders.
+  friend bool operator==(const Msg& a, const Msg& b);
+
+  // Placeholders.
+  /// True if this message stands for a result (pending or settled).
+  bool is_placeholder() const noexcept { return state_ != nullptr; }
+  /// True unless this is a placeholder whose result has not arrived. Never blocks.
+  bool ready() const noexcept;
+  /// Waits at most `timeout` for the result; returns ready().
+  bool wait_for(std::chrono::nanoseconds timeout) const;
+  /// The failure as a value (nullptr if the call succeeded); waits for the result.
+  std::exception_ptr error() const;
+  /// The failure's text, or "" if the call succeeded; waits for the result.
+  std::string error_message() const;
+  /// The plain message: waits, throws the failure if any.
+  Msg resolved() const;
+
+  /// The runtime's side: a placeholder for `state`.
+  static Msg placeholder(std::shared_ptr<detail::ResultState> state);
+  const std::shared_ptr<detail::ResultState>& state() const noexcept { return state_; }
 
  private:
-  std::string id_;
-  std::string name_;
-  std::string role_;
-  std::string content_;
-  std::vector<std::string> url_;
-  std::string metadata_;
-  std::int64_t timestamp_ns_ = 0;
-  std::vector<std::byte> payload_;
+  struct Fields {
+    std::string id;
+    std::string name;
+    std::string role;
+    std::string content;
+    std::vector<std::string> url;
+    std::string metadata;
+    std::int64_t timestamp_ns = 0;
+    std::vector<std::byte> payload;
+    friend bool operator==(const Fields&, const Fields&) = default;
+  };
+
+  const Fields& fields() const;  // waits on a placeholder; throws its failure
+  template <class F>
+  Msg& edit(F&& f) {
+    materialize();
+    f(fields_);
+    return *this;
+  }
+  void materialize();  // a placeholder becomes a plain copy of its value
+
+  Fields fields_;
+  std::shared_ptr<detail::ResultState> state_;
 };
+
+/// Waits until every message is ready, at most `timeout`; returns whether all are.
+bool wait_all(const std::vector<Msg>& msgs,
+              std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
+/// Waits until one message is ready, at most `timeout`; returns its index, or -1 on timeout.
+int wait_any(const std::vector<Msg>& msgs,
+             std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
 /// A fresh 128-bit random id in hex (unique across processes without coordination).
 std::string new_msg_id();

@@ -21,7 +21,8 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 
 enum class SegmentKind : std::uint32_t {
   kChannel = 1,  ///< a ShmChannel: two rings, one per direction
-  kScratch = 2,  ///< tests and tools
+  kScratch = 2,     ///< tests and tools
+  kRendezvous = 3,  ///< a local-mode port: where clients hand a server their channels
 };
 
 struct alignas(kFalseSharingRange) SegmentHeader {

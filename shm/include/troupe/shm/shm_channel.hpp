@@ -7,7 +7,8 @@
 //    VM preempts lock holders. The holder writes whole frames (all fragments), so frames of
 //    different threads never interleave.
 //  - Receive end: a lease taken only by try-lock (an atomic flag, never waited on in the kernel
-//    and not re-entrant). poll() holds it while delivering; a sender that must wait for space
+//    and not re-entrant). poll() holds it while delivering and waiting, and returns 0 at once
+//    when another thread holds it (that thread is delivering); a sender that must wait for space
 //    takes it when free and drains inbound frames into the inbox, so two processes whose rings
 //    are full in both directions keep making progress. The inbox holds only what the peer sent
 //    while this side was blocked, so it is bounded by the peer's outstanding frames.
@@ -58,7 +59,7 @@ class ShmChannel final : public Channel {
 
   /// Tells this side the peer's pid before the peer attaches (e.g. the parent right after
   /// fork), so that a peer that dies before attaching is noticed too.
-  void expect_peer(pid_t pid) noexcept;
+  void expect_peer(pid_t pid) noexcept override;
 
   std::error_code send(FrameBytes frame, Deadline deadline, bool flush = true) override;
   std::error_code flush() override;

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "troupe/core/channel.hpp"
+#include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/core/error.hpp"
 
 namespace troupe::shm {
@@ -33,13 +34,7 @@ struct WaitPolicy {
   std::chrono::nanoseconds contended_yield{3'000};
 };
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
+using troupe::cpu_relax;
 
 class AdaptiveWaiter {
  public:
@@ -53,6 +48,7 @@ class AdaptiveWaiter {
   std::error_code wait(Ready&& ready, Sleep&& sleep, Alive&& alive, Deadline deadline) {
     if (ready()) return {};
     const auto start = Clock::now();
+    if (start >= deadline) return make_error_code(Errc::kTimeout);  // a non-blocking poll
     if (!oversubscribed()) {
       const auto spin_end = std::min(start + policy_.spin, deadline);
       for (std::uint32_t i = 1;; ++i) {

@@ -1,0 +1,115 @@
+#pragma once
+// AgentServer: the process that hosts agents. It serves any number of client channels, hosts
+// many agents, and runs different agents in parallel on its worker threads, one call at a time
+// per agent, in the order each client sent them.
+//
+// Workers follow a leader/followers scheme: one worker at a time receives (polls the channels),
+// puts each call in its agent's mailbox in arrival order, and marks an idle agent runnable; a
+// worker runs a runnable agent's mailbox. The receiver wakes a sleeping follower only when more
+// than one agent became runnable, so a lone call costs no kernel wake-up; sleeping followers
+// also wake every millisecond and take the receiver's role if it is vacant, which bounds how
+// long a frame can wait behind a long reply().
+#include <sys/types.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "troupe/core/agent.hpp"
+#include "troupe/core/channel.hpp"
+#include "troupe/core/transport.hpp"
+
+namespace troupe {
+
+struct AgentServerOptions {
+  /// Worker threads; 0 picks max(2, hardware threads).
+  int workers = 0;
+};
+
+/// What a server reports about itself.
+struct ServerInfo {
+  pid_t pid = 0;
+  int port = 0;
+  std::size_t rss_bytes = 0;
+  std::size_t clients = 0;
+  struct Agent {
+    std::string name;
+    std::string class_name;
+    std::size_t queue_depth = 0;  ///< calls waiting in its mailbox
+    std::uint64_t calls = 0;      ///< calls it has run
+  };
+  std::vector<Agent> agents;
+  std::size_t malformed_frames = 0;  ///< inbound frames that failed verification
+};
+
+namespace detail {
+struct ServedAgent;
+struct ServedClient;
+}  // namespace detail
+
+class AgentServer {
+ public:
+  explicit AgentServer(AgentServerOptions options = {});
+  AgentServer(const AgentServer&) = delete;
+  AgentServer& operator=(const AgentServer&) = delete;
+  ~AgentServer();
+
+  /// Creates an agent now, pinned: it stays when clients release it. Throws troupe::Error for
+  /// an unknown class or a constructor that throws.
+  void host(const std::string& class_name, const std::string& name, const Kwargs& kwargs);
+  /// Serves a client. With `owner`, the server stops once this client's channel has closed
+  /// and no other client remains.
+  void add_channel(std::unique_ptr<Channel> channel, bool owner);
+  /// Accepts clients from `listener` on a thread of its own until stop().
+  void listen(std::unique_ptr<Listener> listener);
+  /// Runs the workers until stop(); the calling thread is one of them.
+  void run();
+  /// Ends run() (from any thread or a reply()). Idempotent.
+  void stop() noexcept;
+
+  int port() const noexcept { return port_; }
+  ServerInfo info() const;
+
+ private:
+  using AgentPtr = std::shared_ptr<detail::ServedAgent>;
+  using ClientPtr = std::shared_ptr<detail::ServedClient>;
+
+  void worker_loop();
+  bool receive(bool may_block);
+  void on_frame(const ClientPtr& client, FrameBytes frame);
+  void run_agent(const AgentPtr& agent);
+  void make_runnable(const AgentPtr& agent);
+  AgentPtr find_or_create(const std::string& class_name, const std::string& name,
+                          const std::string& kwargs_json, std::string& error);
+  void drop_client(const ClientPtr& client);
+  std::string info_json() const;
+
+  AgentServerOptions options_;
+  std::atomic<bool> stopping_{false};
+  int port_ = 0;
+
+  mutable std::mutex agents_mutex_;
+  std::map<std::string, AgentPtr> agents_;  // by name
+
+  mutable std::mutex clients_mutex_;
+  std::vector<ClientPtr> clients_;
+  bool owner_gone_ = false;  // guarded by clients_mutex_
+  std::atomic<std::uint64_t> clients_version_{0};
+
+  std::mutex runnable_mutex_;
+  std::deque<AgentPtr> runnable_;
+  std::atomic<bool> receiving_{false};      // the receiver's role is taken
+  std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
+  std::atomic<int> sleeping_followers_{0};
+  std::atomic<std::uint64_t> malformed_{0};
+
+  std::unique_ptr<Listener> listener_;
+  std::thread acceptor_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,66 @@
+#pragma once
+// An agent's lane in the dispatcher: admits the agent's calls in program order and runs each
+// once its inputs are resolved, one at a time.
+//
+// A call whose inputs are resolved, on an agent with nothing queued, runs at once on the
+// calling thread (for a remote agent: straight to its ring). Any other call takes the TBB flow
+// graph: it gets the lane's next sequence number, waits for its inputs (continuations on their
+// results), enters the lane's sequencer_node, which releases calls in sequence order to a serial
+// function_node that runs them. A call whose input failed still takes its sequence number and
+// fails there, with its input's error. The graph nodes are made on the lane's first such call:
+// an agent that never waits costs no node.
+//
+// Invariant: queued_ counts calls admitted to the graph and not yet run. A call runs directly
+// only with queued_ == 0, under admit_mutex_, so it cannot overtake a queued one.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <oneapi/tbb/flow_graph.h>
+#include <vector>
+
+#include "troupe/core/detail/result_state.hpp"
+#include "troupe/core/msg.hpp"
+
+namespace troupe::detail {
+
+struct LaneCall {
+  std::vector<Msg> inputs;
+  ResultPtr result;
+  /// Runs the call with its (resolved, successful) inputs; must settle `result` eventually.
+  std::function<void(LaneCall&)> run;
+  std::uint64_t seq = 0;
+  std::atomic<int> unresolved{0};
+};
+using LaneCallPtr = std::shared_ptr<LaneCall>;
+
+/// The graph every lane's nodes live in.
+tbb::flow::graph& dispatcher_graph();
+
+class AgentLane : public std::enable_shared_from_this<AgentLane> {
+ public:
+  AgentLane() = default;
+  AgentLane(const AgentLane&) = delete;
+  AgentLane& operator=(const AgentLane&) = delete;
+
+  /// Admits a call after every call admitted before it (by this thread). Never blocks on a
+  /// pending input.
+  void admit(LaneCallPtr call);
+  /// Calls admitted to the graph and not yet run.
+  int queued() const noexcept { return queued_.load(std::memory_order_acquire); }
+  /// Waits (yielding) until queued() == 0.
+  void drain() const;
+
+ private:
+  static void execute(LaneCall& call);
+  void make_nodes();
+
+  std::mutex admit_mutex_;
+  std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
+  std::atomic<int> queued_{0};
+  std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
+  std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
+};
+
+}  // namespace troupe::detail

@@ -1,0 +1,91 @@
+#pragma once
+// The shared state behind a placeholder Msg: pending, then resolved with a value or failed with
+// an exception, exactly once. Continuations registered on it run when it settles (on the
+// thread that settles it). A thread that reads a pending result does not sleep on the state
+// first: it asks the state's driver to make progress (poll the reply channel itself), which on
+// this VM is two orders of magnitude cheaper than being woken by another thread.
+//
+// Invariant: status goes kPending -> kValue or kPending -> kFailed once; value/error are written
+// before that store and never after.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "troupe/core/channel.hpp"
+#include "troupe/core/msg.hpp"
+
+namespace troupe::detail {
+
+class ResultState;
+
+/// Who can make a pending result progress while a thread waits for it (the runtime).
+class ProgressDriver {
+ public:
+  virtual ~ProgressDriver() = default;
+  /// Makes progress on `state` (polls replies, runs due timeouts) until it settles or `until`.
+  virtual void drive(ResultState& state, Deadline until) = 0;
+};
+
+class ResultState {
+ public:
+  enum Status : std::uint32_t { kPending = 0, kValue = 1, kFailed = 2 };
+
+  ResultState() = default;
+  explicit ResultState(ProgressDriver* driver) : driver_(driver) {}
+  ResultState(const ResultState&) = delete;
+  ResultState& operator=(const ResultState&) = delete;
+
+  /// Settles with a value; returns false (and does nothing) if already settled.
+  bool resolve(Msg value);
+  /// Settles with a failure; returns false if already settled.
+  bool fail(std::exception_ptr error);
+
+  Status status() const noexcept {
+    // SYNC POINT: acquire pairs with the release store in settle(): value/error are visible.
+    return static_cast<Status>(status_.load(std::memory_order_acquire));
+  }
+  bool settled() const noexcept { return status() != kPending; }
+
+  /// Blocks until settled or `deadline`; returns settled().
+  bool wait_until(Deadline until);
+  /// The value; waits, and throws the failure if it failed.
+  const Msg& value();
+  /// The failure, or nullptr; waits.
+  std::exception_ptr error();
+
+  /// Runs `f` when the state settles: now (on this thread) if it already has, else on the
+  /// thread that settles it. `f` must not block.
+  void on_settled(std::function<void()> f);
+
+  /// Sleeps at most `timeout` unless the state settles first (a driver's nap).
+  void nap(std::chrono::nanoseconds timeout);
+
+  /// Hands waiting to a driver (the runtime's reply pump); set before the state is shared.
+  void set_driver(ProgressDriver* driver) noexcept { driver_ = driver; }
+  /// A deadline after which the runtime fails the result with troupe::Timeout.
+  Deadline deadline = Deadline::max();
+
+  /// The word a waiter without a driver sleeps on (futex): bumped when the state settles.
+  std::atomic<std::uint32_t>& status_word() noexcept { return status_; }
+
+ private:
+  template <class Set>
+  bool settle(std::uint32_t status, Set&& set);
+
+  std::atomic<std::uint32_t> status_{kPending};
+  std::atomic<std::uint32_t> sleepers_{0};
+  Msg value_;
+  std::exception_ptr error_;
+  std::mutex continuations_mutex_;
+  std::vector<std::function<void()>> continuations_;  // guarded; emptied once settled
+  ProgressDriver* driver_ = nullptr;
+};
+
+using ResultPtr = std::shared_ptr<ResultState>;
+
+}  // namespace troupe::detail

@@ -1,0 +1,87 @@
+#pragma once
+// The client side of Troupe in one process: the transport, the fork server, the links to
+// servers, and the pumping of replies.
+//
+// Replies are delivered by the thread that waits for one (drive(): it polls the reply rings
+// itself: spin, then yield, then sleep on the ring's doorbell), which on this VM costs a
+// fraction of a microsecond where a wake-up by another thread costs tens. A background thread
+// pumps only when nobody waits and the program has issued no call for a millisecond, so that
+// continuations (calls waiting on results) progress while the program does something else.
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "troupe/core/detail/fork_server.hpp"
+#include "troupe/core/detail/result_state.hpp"
+#include "troupe/core/detail/server_link.hpp"
+#include "troupe/core/dist_agent.hpp"
+#include "troupe/core/transport.hpp"
+
+namespace troupe::detail {
+
+class Runtime final : public ProgressDriver {
+ public:
+  /// Starts the runtime with its local transport: forks the fork server (so: call it before
+  /// any thread exists). Throws troupe::Error when called twice.
+  static void initialise(std::unique_ptr<Transport> local);
+  /// The runtime, or nullptr before initialise().
+  static Runtime* get() noexcept;
+  /// The runtime; throws troupe::Error naming `what` if troupe::init was not called.
+  static Runtime& require(const char* what);
+
+  Transport& local() noexcept { return *local_; }
+  /// Starts a server through the fork server; `pinned` (if not null) is {class, name, kwargs}
+  /// of an agent to create at launch. Returns a bound link.
+  std::shared_ptr<ServerLink> launch(const DistOptions& options, const nlohmann::json& pinned);
+  /// A bound link to the running server at host:port (shared by the agents attached to it).
+  std::shared_ptr<ServerLink> connect(const std::string& host, int port);
+  /// Blocks until the fork server reports that `pid` ended; returns its wait status.
+  int wait_exit(pid_t pid);
+
+  void drive(ResultState& state, Deadline until) override;
+  /// Called on every call: lets the background pump keep out of a busy program's way.
+  void note_call() noexcept {
+    last_call_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  /// Ends everything: links closed (their servers exit), fork server told. Idempotent.
+  void shutdown() noexcept;
+  bool shutting_down() const noexcept { return stopping_.load(std::memory_order_acquire); }
+
+ private:
+  explicit Runtime(std::unique_ptr<Transport> local);
+  void start_threads();
+  void add_link(const std::shared_ptr<ServerLink>& link);
+  std::vector<std::shared_ptr<ServerLink>> links();
+  std::size_t pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy);
+  void expire_all(Clock::time_point now);
+  void retire_idle_links();
+  void background_loop();
+  void on_exit(pid_t pid, int status);
+
+  std::unique_ptr<Transport> local_;
+  std::unique_ptr<ForkServer> fork_server_;
+
+  std::mutex links_mutex_;
+  std::vector<std::shared_ptr<ServerLink>> links_;       // guarded by links_mutex_
+  std::map<int, std::weak_ptr<ServerLink>> attached_;    // by port; guarded by links_mutex_
+  std::atomic<std::uint64_t> links_version_{0};
+
+  std::mutex exits_mutex_;
+  std::condition_variable exited_;
+  std::map<pid_t, int> exits_;  // guarded by exits_mutex_
+
+  std::atomic<int> drivers_{0};  // threads inside drive()
+  std::atomic<Clock::rep> last_call_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> background_signal_{0};
+  std::thread background_;
+};
+
+}  // namespace troupe::detail

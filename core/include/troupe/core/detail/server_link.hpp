@@ -1,0 +1,96 @@
+#pragma once
+// A client's link to one server: one channel, the calls sent on it and not yet answered, and
+// the agents bound through it. Requests may be sent from any thread; replies are delivered by
+// whichever thread pumps (a thread waiting for a result, or the runtime's background thread).
+//
+// A link dies when its server process ends (the fork server names the exit status) or the
+// channel reports the peer gone: every pending and later call then fails with AgentDied.
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <unordered_map>
+
+#include "troupe/core/channel.hpp"
+#include "troupe/core/detail/result_state.hpp"
+#include "troupe/core/wire.hpp"
+
+namespace troupe::detail {
+
+class ServerLink : public std::enable_shared_from_this<ServerLink> {
+ public:
+  /// `pid`: the server's process when this program launched it (0: learn it from Hello).
+  ServerLink(std::unique_ptr<Channel> channel, pid_t pid, bool launched, std::string where);
+  ~ServerLink();
+
+  /// Sends a request of `kind` for `agent_id` (0 for the server itself). `state`, if any, is
+  /// settled by the reply: the first message of a Result (or an empty Msg), a RemoteError for
+  /// an Error (named after `who`), AgentDied if the link dies, Timeout past state->deadline.
+  void request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
+               const ResultPtr& state, const std::string& who, bool flush = true);
+  std::uint64_t new_agent_id() noexcept {
+    return next_agent_id_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Delivers replies that arrived, waiting until `deadline` for the first. Returns how many
+  /// frames it handled (0 also when another thread is delivering).
+  std::size_t pump(Deadline deadline);
+  /// Fails calls whose deadline passed.
+  void expire(Clock::time_point now);
+
+  /// Waits for the server's Hello (its pid and port); throws troupe::Error with the server's
+  /// start-up failure, or AgentDied/Timeout.
+  void wait_ready(Deadline deadline);
+  /// Marks the link dead: every pending and later call fails with AgentDied(who + ": " + why).
+  void mark_dead(const std::string& why);
+  bool dead() const noexcept { return dead_.load(std::memory_order_acquire); }
+
+  pid_t pid() const noexcept { return pid_.load(std::memory_order_acquire); }
+  int port() const noexcept { return port_.load(std::memory_order_acquire); }
+  bool launched() const noexcept { return launched_; }
+  const std::string& where() const noexcept { return where_; }
+  std::size_t outstanding() const noexcept { return outstanding_.load(std::memory_order_acquire); }
+
+  /// Agents bound through this link; a link with none and nothing outstanding can be closed.
+  void bind_agent() noexcept { bound_.fetch_add(1, std::memory_order_relaxed); }
+  void unbind_agent() noexcept { bound_.fetch_sub(1, std::memory_order_acq_rel); }
+  bool idle() const noexcept { return bound_.load(std::memory_order_acquire) == 0 && outstanding() == 0; }
+  void close() noexcept;
+  Channel& channel() noexcept { return *channel_; }
+
+ private:
+  struct Pending {
+    ResultPtr state;
+    std::string who;
+  };
+  void on_frame(FrameBytes frame);
+  bool gone_for_long(Clock::time_point now) const noexcept;
+
+  std::unique_ptr<Channel> channel_;
+  const bool launched_;
+  const std::string where_;  // "local port 23456" or "server pid 123": for messages
+  std::atomic<pid_t> pid_;
+  std::atomic<int> port_{0};
+  std::atomic<int> hello_{0};  // 0 waiting, 1 ready, 2 failed to start
+  std::atomic<bool> dead_{false};
+  std::atomic<bool> peer_gone_{false};  // the channel said so; the exit status may follow
+  std::atomic<Clock::rep> peer_gone_at_{0};  // Clock ticks
+
+  mutable std::mutex mutex_;  // guards the members below
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::string death_;
+  std::string startup_error_;
+  std::size_t timed_ = 0;  // pending calls that have a deadline
+
+  std::atomic<std::size_t> outstanding_{0};
+  std::atomic<std::uint64_t> next_call_id_{1};
+  std::atomic<std::uint64_t> next_agent_id_{1};
+  std::atomic<int> bound_{0};
+};
+
+}  // namespace troupe::detail

@@ -1,0 +1,61 @@
+#include "troupe/core/agent.hpp"
+
+#include "troupe/core/detail/agent_lane.hpp"
+#include "troupe/core/detail/runtime.hpp"
+#include "troupe/core/error.hpp"
+
+namespace troupe {
+
+AgentBase::AgentBase(std::string name, Kwargs kwargs)
+    : name_(std::move(name)),
+      kwargs_(kwargs.is_null() ? Kwargs::object() : std::move(kwargs)),
+      lane_(std::make_shared<detail::AgentLane>()) {}
+
+AgentBase::~AgentBase() {
+  // Deferred calls run reply() on this object: they must finish before it goes.
+  lane_->drain();
+}
+
+std::string AgentBase::class_name() const {
+  return detail::AgentRegistry::instance().name_of(typeid(*this));
+}
+
+Msg AgentBase::reply(const Msg& /*x*/) {
+  throw Error("agent '" + name_ + "' does not implement reply()");
+}
+
+Msg AgentBase::reply(const std::vector<Msg>& xs) {
+  if (xs.empty()) return reply(Msg());
+  if (xs.size() == 1) return reply(xs.front());
+  throw Error("agent '" + name_ + "' was called with " + std::to_string(xs.size()) +
+              " messages: override reply(const std::vector<Msg>&) to accept several");
+}
+
+void AgentBase::observe(const Msg& /*x*/) {}
+
+Msg AgentBase::operator()(const Msg& x) { return (*this)(std::vector<Msg>{x}); }
+
+Msg AgentBase::operator()(std::vector<Msg> xs) {
+  auto call = std::make_shared<detail::LaneCall>();
+  call->inputs = std::move(xs);
+  // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
+  call->result = std::make_shared<detail::ResultState>(detail::Runtime::get());
+  call->run = [this](detail::LaneCall& c) {
+    try {
+      c.result->resolve(reply(c.inputs));
+    } catch (const std::exception& e) {
+      // The same failure a distributed agent reports, so placement never changes results.
+      c.result->fail(std::make_exception_ptr(RemoteError(
+          "agent '" + name_ + "' (class " + class_name() + ") raised: " + e.what())));
+    } catch (...) {
+      c.result->fail(std::make_exception_ptr(
+          RemoteError("agent '" + name_ + "' raised a non-standard exception")));
+    }
+  };
+  auto result = call->result;
+  lane_->admit(std::move(call));
+  if (result->status() == detail::ResultState::kValue) return result->value();  // ran now
+  return Msg::placeholder(std::move(result));
+}
+
+}  // namespace troupe

@@ -1,0 +1,72 @@
+#include "troupe/core/detail/agent_lane.hpp"
+
+#include <sched.h>
+
+namespace troupe::detail {
+
+tbb::flow::graph& dispatcher_graph() {
+  // Never destroyed: lanes (owned by user handles) may outlive static destruction order.
+  static auto* graph = new tbb::flow::graph;
+  return *graph;
+}
+
+void AgentLane::execute(LaneCall& call) {
+  for (const Msg& input : call.inputs) {
+    if (std::exception_ptr error = input.error()) {  // resolved by now: does not block
+      call.result->fail(error);  // fails "the same way" as its input
+      return;
+    }
+  }
+  call.run(call);
+}
+
+void AgentLane::make_nodes() {
+  sequencer_ = std::make_unique<tbb::flow::sequencer_node<LaneCallPtr>>(
+      dispatcher_graph(), [](const LaneCallPtr& call) { return call->seq; });
+  // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
+  runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
+      dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
+        execute(*call);
+        // SYNC POINT: release pairs with the acquire load in admit(): a direct call that
+        // sees the count drop runs after this one.
+        queued_.fetch_sub(1, std::memory_order_acq_rel);
+        return tbb::flow::continue_msg();
+      });
+  tbb::flow::make_edge(*sequencer_, *runner_);
+}
+
+void AgentLane::admit(LaneCallPtr call) {
+  std::unique_lock lock(admit_mutex_);
+  bool inputs_ready = true;
+  for (const Msg& input : call->inputs) inputs_ready = inputs_ready && input.ready();
+  if (inputs_ready && queued_.load(std::memory_order_acquire) == 0) {
+    execute(*call);  // the direct path: no graph node, no task, no wake-up
+    return;
+  }
+  if (!sequencer_) make_nodes();
+  call->seq = next_seq_++;
+  queued_.fetch_add(1, std::memory_order_relaxed);
+  lock.unlock();
+
+  // One count per pending input, plus one held while continuations are registered.
+  // Inputs found pending here are counted and registered even if they resolve in between
+  // (on_settled then runs the continuation at once).
+  std::vector<const Msg*> waiting_on;
+  for (const Msg& input : call->inputs) {
+    if (!input.ready()) waiting_on.push_back(&input);
+  }
+  call->unresolved.store(static_cast<int>(waiting_on.size()) + 1, std::memory_order_relaxed);
+  auto release = [self = shared_from_this(), call] {
+    if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      self->sequencer_->try_put(call);
+    }
+  };
+  for (const Msg* input : waiting_on) input->state()->on_settled(release);
+  release();
+}
+
+void AgentLane::drain() const {
+  while (queued() > 0) ::sched_yield();
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,505 @@
+#include "troupe/core/agent_server.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <unordered_map>
+
+#include "troupe/core/detail/private_futex.hpp"
+#include "troupe/core/error.hpp"
+#include "troupe/core/wire.hpp"
+
+namespace troupe {
+namespace detail {
+
+struct ServedClient;
+
+struct ServedCall {
+  std::shared_ptr<ServedClient> client;
+  wire::Kind kind = wire::Kind::Call;
+  std::uint64_t call_id = 0;
+  std::vector<Msg> inputs;
+};
+
+struct ServedAgent {
+  std::string name;
+  std::string class_name;
+  std::unique_ptr<AgentBase> agent;
+  bool pinned = false;
+
+  std::mutex mutex;  // guards the members below
+  std::deque<ServedCall> mailbox;
+  bool running = false;  ///< a worker owns the mailbox (one call at a time per agent)
+  int bindings = 0;      ///< client handles bound to this agent
+  bool deleted = false;
+  std::uint64_t calls = 0;
+
+  std::string describe() const { return "agent '" + name + "' (class " + class_name + ")"; }
+};
+
+struct ServedClient {
+  std::unique_ptr<Channel> channel;
+  bool owner = false;
+  // Touched only by the receiver (one worker at a time): no lock.
+  std::unordered_map<std::uint64_t, std::shared_ptr<ServedAgent>> handles;
+  std::unordered_map<std::uint64_t, std::string> failed_handles;  // why creation failed
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::ServedAgent;
+using detail::ServedCall;
+using detail::ServedClient;
+using namespace std::chrono_literals;
+
+constexpr auto kSendDeadline = std::chrono::seconds(30);
+constexpr std::size_t kReceiveBatch = 64;
+constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
+
+FrameBuilder& reply_builder() {
+  thread_local FrameBuilder builder;
+  return builder;
+}
+
+void send_to(ServedClient& client, const EnvelopeFields& fields) {
+  // A client that is gone cannot be answered; its calls are dropped with it.
+  (void)client.channel->send(reply_builder().build(fields), Clock::now() + kSendDeadline);
+}
+
+void send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
+  send_to(client, {.kind = wire::Kind::Error, .call_id = call_id, .error = text});
+}
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
+
+AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
+  if (options_.workers < 0) {
+    throw Error("AgentServerOptions::workers = " + std::to_string(options_.workers) +
+                ": must be >= 0 (0 picks max(2, hardware threads))");
+  }
+  if (options_.workers == 0) {
+    options_.workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+}
+
+AgentServer::~AgentServer() {
+  stop();
+  if (acceptor_.joinable()) acceptor_.join();
+}
+
+void AgentServer::host(const std::string& class_name, const std::string& name,
+                       const Kwargs& kwargs) {
+  std::string error;
+  AgentPtr agent = find_or_create(class_name, name, kwargs.dump(), error);
+  if (!agent) throw Error(error);
+  std::lock_guard lock(agent->mutex);
+  agent->pinned = true;
+  --agent->bindings;  // find_or_create counted a client binding; a pinned agent has none
+}
+
+AgentServer::AgentPtr AgentServer::find_or_create(const std::string& class_name,
+                                                  const std::string& name,
+                                                  const std::string& kwargs_json,
+                                                  std::string& error) {
+  std::lock_guard lock(agents_mutex_);
+  if (auto it = agents_.find(name); it != agents_.end()) {
+    if (it->second->class_name != class_name) {
+      error = "this server hosts agent '" + name + "' as class " + it->second->class_name +
+              ", not " + class_name;
+      return nullptr;
+    }
+    std::lock_guard agent_lock(it->second->mutex);
+    ++it->second->bindings;
+    return it->second;
+  }
+  Kwargs kwargs;
+  try {
+    kwargs = kwargs_json.empty() ? Kwargs::object() : Kwargs::parse(kwargs_json);
+  } catch (const std::exception& e) {
+    error = "bad kwargs JSON for agent '" + name + "': " + e.what();
+    return nullptr;
+  }
+  auto served = std::make_shared<ServedAgent>();
+  served->name = name;
+  served->class_name = class_name;
+  try {
+    served->agent = detail::AgentRegistry::instance().create(class_name, name, kwargs);
+  } catch (const std::exception& e) {
+    error = "creating agent '" + name + "' (class " + class_name + "): " + e.what();
+    return nullptr;
+  }
+  served->bindings = 1;
+  agents_.emplace(name, served);
+  return served;
+}
+
+void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
+  auto client = std::make_shared<ServedClient>();
+  client->channel = std::move(channel);
+  client->owner = owner;
+  nlohmann::json hello{{"pid", ::getpid()}, {"port", port_}};
+  std::vector<Msg> msgs{Msg().set_metadata(hello.dump())};
+  send_to(*client, {.kind = wire::Kind::Hello, .messages = msgs});
+  {
+    std::lock_guard lock(clients_mutex_);
+    clients_.push_back(std::move(client));
+  }
+  clients_version_.fetch_add(1, std::memory_order_release);
+}
+
+void AgentServer::listen(std::unique_ptr<Listener> listener) {
+  port_ = listener->port();
+  listener_ = std::move(listener);
+  acceptor_ = std::thread([this] {
+    while (!stopping_.load(std::memory_order_acquire)) {
+      if (auto channel = listener_->accept(Clock::now() + 100ms)) {
+        add_channel(std::move(channel), /*owner=*/false);
+      }
+    }
+  });
+}
+
+void AgentServer::run() {
+  std::vector<std::thread> workers;
+  for (int i = 1; i < options_.workers; ++i) workers.emplace_back([this] { worker_loop(); });
+  worker_loop();
+  for (auto& w : workers) w.join();
+  if (listener_) listener_->close();
+  if (acceptor_.joinable()) acceptor_.join();
+  std::lock_guard lock(clients_mutex_);
+  for (auto& client : clients_) client->channel->close();
+}
+
+void AgentServer::stop() noexcept {
+  if (stopping_.exchange(true, std::memory_order_acq_rel)) return;
+  work_signal_.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake_private(work_signal_, 1 << 30);
+}
+
+void AgentServer::worker_loop() {
+  while (!stopping_.load(std::memory_order_acquire)) {
+    AgentPtr agent;
+    {
+      std::lock_guard lock(runnable_mutex_);
+      if (!runnable_.empty()) {
+        agent = std::move(runnable_.front());
+        runnable_.pop_front();
+      }
+    }
+    if (agent) {
+      run_agent(agent);
+      continue;
+    }
+    bool vacant = false;
+    // SYNC POINT: acquire/release on the receiver's role hands over the receiver-only state
+    // (the clients' handle maps) from one worker to the next.
+    if (receiving_.compare_exchange_strong(vacant, true, std::memory_order_acquire)) {
+      receive(/*may_block=*/true);
+      receiving_.store(false, std::memory_order_release);
+      continue;
+    }
+    // A follower: nap until work is handed over, or a millisecond passes (then look for a
+    // vacant receiver's role: the receiver may be running a long reply()).
+    sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
+    bool idle;
+    {
+      std::lock_guard lock(runnable_mutex_);
+      idle = runnable_.empty();
+    }
+    if (idle && !stopping_.load(std::memory_order_acquire)) {
+      detail::futex_wait_private(work_signal_, signal, 1ms);
+    }
+    sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool AgentServer::receive(bool may_block) {
+  std::vector<ClientPtr> clients;
+  {
+    std::lock_guard lock(clients_mutex_);
+    clients = clients_;
+  }
+  bool any = false;
+  auto poll_one = [&](const ClientPtr& client, Deadline deadline) {
+    std::error_code ec;
+    const std::size_t n = client->channel->poll(
+        [&](FrameBytes frame) { on_frame(client, frame); }, kReceiveBatch, deadline, ec);
+    any |= n > 0;
+    if (ec == Errc::kClosed || ec == Errc::kPeerDead || ec == Errc::kMalformedFrame) {
+      if (ec == Errc::kMalformedFrame) {
+        std::fprintf(stderr, "troupe server %d: a client broke the channel protocol; dropped\n",
+                     ::getpid());
+      }
+      drop_client(client);
+    }
+  };
+  const auto now = Clock::now();
+  for (const auto& client : clients) poll_one(client, now);
+  if (any || !may_block) return any;
+  if (clients.size() == 1) {
+    // One client: wait on its ring (spin, yield, then its futex doorbell) for a millisecond.
+    poll_one(clients.front(), Clock::now() + 1ms);
+    return any;
+  }
+  // Several clients (or none): look around for a while, yielding, before a short nap.
+  const auto until = Clock::now() + 200us;
+  while (!any && Clock::now() < until && !stopping_.load(std::memory_order_relaxed)) {
+    ::sched_yield();
+    for (const auto& client : clients) poll_one(client, Clock::now());
+  }
+  if (!any) {
+    const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
+    detail::futex_wait_private(work_signal_, signal, 1ms);
+  }
+  return any;
+}
+
+void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
+  std::error_code ec;
+  const wire::Envelope* env = verify_frame(frame, ec);
+  if (env == nullptr) {
+    malformed_.fetch_add(1, std::memory_order_relaxed);
+    std::fprintf(stderr, "troupe server %d: dropped an inbound frame: %s\n", ::getpid(),
+                 ec.message().c_str());
+    return;
+  }
+  const std::uint64_t call_id = env->call_id();
+  std::vector<Msg> inputs;
+  if (const auto* msgs = env->messages()) {
+    inputs.reserve(msgs->size());
+    for (const auto* m : *msgs) inputs.push_back(from_wire(*m));
+  }
+  switch (env->kind()) {
+    case wire::Kind::Call:
+    case wire::Kind::Observe:
+    case wire::Kind::Release: {
+      auto it = client->handles.find(env->agent_id());
+      if (it == client->handles.end()) {
+        if (env->kind() == wire::Kind::Release) return;
+        auto failed = client->failed_handles.find(env->agent_id());
+        send_error(*client, call_id,
+                   failed != client->failed_handles.end()
+                       ? failed->second
+                       : "no agent is bound to id " + std::to_string(env->agent_id()) +
+                             " on this server");
+        return;
+      }
+      AgentPtr agent = it->second;
+      if (env->kind() == wire::Kind::Release) client->handles.erase(it);
+      bool start = false;
+      {
+        std::lock_guard lock(agent->mutex);
+        if (agent->deleted && env->kind() != wire::Kind::Release) {
+          send_error(*client, call_id, agent->describe() + " was deleted from its server");
+          return;
+        }
+        agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs)});
+        start = !std::exchange(agent->running, true);
+      }
+      if (start) make_runnable(agent);
+      return;
+    }
+    case wire::Kind::Create: {
+      if (inputs.empty()) {
+        send_error(*client, call_id, "Create without an agent description");
+        return;
+      }
+      std::string error;
+      AgentPtr agent =
+          find_or_create(inputs[0].content(), inputs[0].name(), inputs[0].metadata(), error);
+      if (agent) {
+        client->handles[env->agent_id()] = std::move(agent);
+        send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id});
+      } else {
+        client->failed_handles[env->agent_id()] = error;
+        send_error(*client, call_id, error);
+      }
+      return;
+    }
+    case wire::Kind::Delete:
+    case wire::Kind::DeleteAll: {
+      std::vector<AgentPtr> removed;
+      {
+        std::lock_guard lock(agents_mutex_);
+        for (auto it = agents_.begin(); it != agents_.end();) {
+          if (env->kind() == wire::Kind::DeleteAll ||
+              (!inputs.empty() && it->first == inputs[0].name())) {
+            removed.push_back(it->second);
+            it = agents_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
+      for (auto& agent : removed) {
+        std::lock_guard lock(agent->mutex);
+        agent->deleted = true;
+      }
+      if (removed.empty() && env->kind() == wire::Kind::Delete) {
+        send_error(*client, call_id,
+                   "no agent named '" + (inputs.empty() ? "" : inputs[0].name()) +
+                       "' on this server");
+      } else {
+        send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id});
+      }
+      return;
+    }
+    case wire::Kind::Info: {
+      std::vector<Msg> msgs{Msg().set_metadata(info_json())};
+      send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id, .messages = msgs});
+      return;
+    }
+    case wire::Kind::Ping:
+      send_to(*client, {.kind = wire::Kind::Pong, .call_id = call_id});
+      return;
+    default:
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      send_error(*client, call_id, "a server does not accept frames of this kind");
+      return;
+  }
+}
+
+void AgentServer::make_runnable(const AgentPtr& agent) {
+  std::size_t waiting;
+  {
+    std::lock_guard lock(runnable_mutex_);
+    runnable_.push_back(agent);
+    waiting = runnable_.size();
+  }
+  // The receiver takes one runnable agent itself; wake a follower for any more.
+  if (waiting > 1 && sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
+    work_signal_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_private(work_signal_, 1);
+  }
+}
+
+void AgentServer::run_agent(const AgentPtr& served) {
+  for (int turn = 0;; ++turn) {
+    ServedCall call;
+    {
+      std::lock_guard lock(served->mutex);
+      if (served->mailbox.empty()) {
+        served->running = false;
+        return;
+      }
+      if (turn == kMailboxTurn) break;  // let other agents run; requeue below
+      call = std::move(served->mailbox.front());
+      served->mailbox.pop_front();
+    }
+    ServedClient& client = *call.client;
+    switch (call.kind) {
+      case wire::Kind::Call:
+        try {
+          std::vector<Msg> result{served->agent->reply(call.inputs)};
+          send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id, .messages = result});
+        } catch (const std::exception& e) {
+          send_error(client, call.call_id, served->describe() + " raised: " + e.what());
+        } catch (...) {
+          send_error(client, call.call_id, served->describe() + " raised a non-standard exception");
+        }
+        break;
+      case wire::Kind::Observe:
+        try {
+          for (const Msg& m : call.inputs) served->agent->observe(m);
+          send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id});
+        } catch (const std::exception& e) {
+          send_error(client, call.call_id, served->describe() + " observe raised: " + e.what());
+        } catch (...) {
+          send_error(client, call.call_id, served->describe() + " observe raised");
+        }
+        break;
+      case wire::Kind::Release: {
+        bool remove;
+        {
+          std::lock_guard lock(served->mutex);
+          remove = --served->bindings <= 0 && !served->pinned;
+        }
+        if (remove) {
+          std::lock_guard lock(agents_mutex_);
+          if (auto it = agents_.find(served->name); it != agents_.end() && it->second == served) {
+            agents_.erase(it);
+          }
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    std::lock_guard lock(served->mutex);
+    ++served->calls;
+  }
+  make_runnable(served);
+}
+
+void AgentServer::drop_client(const ClientPtr& client) {
+  {
+    std::lock_guard lock(clients_mutex_);
+    std::erase(clients_, client);
+  }
+  clients_version_.fetch_add(1, std::memory_order_release);
+  // Its handles are released after the calls it already sent.
+  for (auto& [id, agent] : client->handles) {
+    bool start;
+    {
+      std::lock_guard lock(agent->mutex);
+      agent->mailbox.push_back({client, wire::Kind::Release, 0, {}});
+      start = !std::exchange(agent->running, true);
+    }
+    if (start) make_runnable(agent);
+  }
+  client->handles.clear();
+  // The server ends with its owner (the program that launched it), once no other client
+  // (a program attached to its port) still uses it.
+  bool last;
+  {
+    std::lock_guard lock(clients_mutex_);
+    if (client->owner) owner_gone_ = true;
+    last = owner_gone_ && clients_.empty();
+  }
+  if (last) stop();
+}
+
+ServerInfo AgentServer::info() const {
+  ServerInfo info;
+  info.pid = ::getpid();
+  info.port = port_;
+  info.rss_bytes = resident_bytes();
+  info.malformed_frames = malformed_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lock(clients_mutex_);
+    info.clients = clients_.size();
+  }
+  std::lock_guard lock(agents_mutex_);
+  for (const auto& [name, agent] : agents_) {
+    std::lock_guard agent_lock(agent->mutex);
+    info.agents.push_back({name, agent->class_name, agent->mailbox.size(), agent->calls});
+  }
+  return info;
+}
+
+std::string AgentServer::info_json() const {
+  ServerInfo i = info();
+  nlohmann::json agents = nlohmann::json::array();
+  for (const auto& a : i.agents) {
+    agents.push_back({{"name", a.name}, {"class", a.class_name}, {"queue_depth", a.queue_depth},
+                      {"calls", a.calls}});
+  }
+  return nlohmann::json{{"pid", i.pid},         {"port", i.port},
+                        {"rss_bytes", i.rss_bytes}, {"clients", i.clients},
+                        {"agents", agents},     {"malformed_frames", i.malformed_frames}}
+      .dump();
+}
+
+}  // namespace troupe

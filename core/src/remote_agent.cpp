@@ -1,0 +1,109 @@
+#include "troupe/core/detail/remote_agent.hpp"
+
+#include "troupe/core/detail/runtime.hpp"
+#include "troupe/core/error.hpp"
+
+namespace troupe::detail {
+namespace {
+
+constexpr auto kStartTimeout = std::chrono::seconds(10);
+constexpr std::uint32_t kPumpEvery = 32;  // a caller issuing many calls delivers replies too
+
+}  // namespace
+
+RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs,
+                         DistOptions options)
+    : name_(std::move(name)),
+      class_name_(std::move(class_name)),
+      kwargs_(std::move(kwargs)),
+      options_(std::move(options)) {}
+
+RemoteAgent::~RemoteAgent() {
+  // Every call holds this object until it ran: the lane is empty, the Release follows them.
+  if (!released_.exchange(true)) release_on_link();
+}
+
+void RemoteAgent::release_on_link() {
+  ServerLink* placed = placed_.load(std::memory_order_acquire);
+  if (placed == nullptr) return;
+  Runtime* runtime = Runtime::get();
+  if (runtime == nullptr || runtime->shutting_down()) return;
+  placed->request(wire::Kind::Release, agent_id_, {}, nullptr, describe());
+  placed->unbind_agent();
+}
+
+void RemoteAgent::ensure_placed() {
+  if (placed_.load(std::memory_order_acquire) != nullptr) return;
+  std::lock_guard lock(place_mutex_);
+  if (place_error_) std::rethrow_exception(place_error_);
+  if (link_) return;
+  try {
+    Runtime& runtime = Runtime::require("to_dist");
+    std::shared_ptr<ServerLink> link =
+        options_.launch_server ? runtime.launch(options_, nullptr)
+                               : runtime.connect(options_.host, options_.port);
+    if (options_.launch_server && !options_.lazy_launch) link->wait_ready(Clock::now() + kStartTimeout);
+    agent_id_ = link->new_agent_id();
+    // Created (or attached to, by name) in the server; a failure there fails later calls.
+    std::vector<Msg> description{Msg().set_name(name_).set_content(class_name_).set_metadata(
+        kwargs_.dump())};
+    link->request(wire::Kind::Create, agent_id_, description,
+                  std::make_shared<ResultState>(Runtime::get()), describe());
+    link_ = std::move(link);
+    placed_.store(link_.get(), std::memory_order_release);
+  } catch (...) {
+    place_error_ = std::current_exception();
+    throw;
+  }
+}
+
+std::shared_ptr<ServerLink> RemoteAgent::link() {
+  ensure_placed();
+  std::lock_guard lock(place_mutex_);
+  return link_;
+}
+
+std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Kind kind,
+                                               std::chrono::nanoseconds timeout) {
+  Runtime* runtime = Runtime::get();
+  auto state = std::make_shared<ResultState>(runtime);
+  if (shut_down_.load(std::memory_order_acquire)) {
+    state->fail(std::make_exception_ptr(Error(describe() + " was shut down")));
+    return state;
+  }
+  try {
+    ensure_placed();
+  } catch (...) {
+    state->fail(std::current_exception());
+    return state;
+  }
+  if (timeout.count() <= 0) timeout = options_.timeout;
+  if (timeout.count() > 0) state->deadline = Clock::now() + timeout;
+  runtime->note_call();
+  auto lane_call = std::make_shared<LaneCall>();
+  lane_call->inputs = std::move(inputs);
+  lane_call->result = state;
+  lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
+    ServerLink* link = self->placed_.load(std::memory_order_acquire);
+    link->request(kind, self->agent_id_, c.inputs, c.result, self->describe());
+    thread_local std::uint32_t calls = 0;
+    if (++calls % kPumpEvery == 0) link->pump(Clock::now());
+  };
+  lane_->admit(std::move(lane_call));
+  return state;
+}
+
+void RemoteAgent::shutdown() {
+  if (shut_down_.exchange(true)) return;
+  if (placed_.load(std::memory_order_acquire) == nullptr) return;
+  // Released in order, after the calls admitted before this.
+  auto release = std::make_shared<LaneCall>();
+  release->result = std::make_shared<ResultState>();
+  release->run = [self = shared_from_this()](LaneCall& c) {
+    if (!self->released_.exchange(true)) self->release_on_link();
+    c.result->resolve(Msg());
+  };
+  lane_->admit(std::move(release));
+}
+
+}  // namespace troupe::detail

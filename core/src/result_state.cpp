@@ -1,0 +1,86 @@
+#include "troupe/core/detail/result_state.hpp"
+
+#include <sched.h>
+
+#include "troupe/core/detail/private_futex.hpp"
+#include "troupe/core/error.hpp"
+
+namespace troupe::detail {
+
+template <class Set>
+bool ResultState::settle(std::uint32_t status, Set&& set) {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(continuations_mutex_);
+    if (status_.load(std::memory_order_relaxed) != kPending) return false;
+    set();
+    // SYNC POINT: publishes value_/error_; pairs with the acquire load in status().
+    // seq_cst: orders it before the load of sleepers_ (a waiter increments sleepers_, then
+    // re-checks status_ before it sleeps: one of the two sees the other).
+    status_.store(status, std::memory_order_seq_cst);
+    ready.swap(continuations_);
+  }
+  if (sleepers_.load(std::memory_order_seq_cst) != 0) futex_wake_private(status_, 1 << 30);
+  for (auto& f : ready) f();
+  return true;
+}
+
+bool ResultState::resolve(Msg value) {
+  return settle(kValue, [&] { value_ = std::move(value); });
+}
+
+bool ResultState::fail(std::exception_ptr error) {
+  return settle(kFailed, [&] { error_ = std::move(error); });
+}
+
+void ResultState::on_settled(std::function<void()> f) {
+  {
+    std::lock_guard lock(continuations_mutex_);
+    if (status_.load(std::memory_order_relaxed) == kPending) {
+      continuations_.push_back(std::move(f));
+      return;
+    }
+  }
+  f();
+}
+
+bool ResultState::wait_until(Deadline until) {
+  if (settled()) return true;
+  if (driver_ != nullptr) {
+    driver_->drive(*this, until);
+    if (settled()) return true;
+    if (Clock::now() >= until) return false;
+  }
+  // No driver (or it gave up early): spin briefly, then sleep on the status word.
+  for (int i = 0; i < 64; ++i) {
+    if (settled()) return true;
+    ::sched_yield();
+  }
+  while (!settled()) {
+    const auto now = Clock::now();
+    if (now >= until) return false;
+    nap(std::min<std::chrono::nanoseconds>(until - now, std::chrono::milliseconds(50)));
+  }
+  return true;
+}
+
+void ResultState::nap(std::chrono::nanoseconds timeout) {
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  if (status_.load(std::memory_order_seq_cst) == kPending) {
+    futex_wait_private(status_, kPending, timeout);
+  }
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+const Msg& ResultState::value() {
+  wait_until(Deadline::max());
+  if (status() == kFailed) std::rethrow_exception(error_);
+  return value_;
+}
+
+std::exception_ptr ResultState::error() {
+  wait_until(Deadline::max());
+  return status() == kFailed ? error_ : nullptr;
+}
+
+}  // namespace troupe::detail

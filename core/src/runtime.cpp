@@ -1,0 +1,332 @@
+#include "troupe/core/detail/runtime.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "troupe/core/agent_server.hpp"
+#include "troupe/core/child_process.hpp"
+#include "troupe/core/detail/cpu_relax.hpp"
+#include "troupe/core/detail/private_futex.hpp"
+#include "troupe/core/error.hpp"
+#include "troupe/core/wire.hpp"
+
+namespace troupe::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kSpin = 20us;          // waiting: spin this long...
+constexpr auto kYield = 300us;        // ...then yield this long, then sleep in slices of
+constexpr auto kSleepSlice = 1ms;     // this length (futex on the ring's doorbell)
+constexpr auto kQuietBeforePump = 1ms;  // the background pump waits for a quiet program
+constexpr auto kStartTimeout = 10s;
+
+std::atomic<Runtime*> g_runtime{nullptr};
+AgentServer* g_child_server = nullptr;  // the server of this process, if it is an agent server
+
+// SIGTERM in an agent server: stop cleanly (its rendezvous segment is removed on the way out).
+// stop() only stores atomics and makes a futex call: async-signal-safe.
+void on_terminate(int) {
+  if (g_child_server != nullptr) g_child_server->stop();
+}
+
+void send_startup_error(Channel& channel, const std::string& why) {
+  FrameBuilder builder;
+  (void)channel.send(builder.build({.kind = wire::Kind::Error, .call_id = 0, .error = why}),
+                     Clock::now() + 5s);
+}
+
+// What a spawned agent server runs (in the fork server's child).
+int serve_in_child(Transport& transport, const nlohmann::json& request) {
+  std::unique_ptr<Channel> owner =
+      transport.attach_child_channel(request.at("channel").get<std::string>());
+  AgentServer server({.workers = request.value("workers", 0)});
+  g_child_server = &server;
+  struct sigaction action {};
+  action.sa_handler = on_terminate;
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
+  try {
+    server.listen(transport.listen(request.value("host", std::string("localhost")),
+                                   request.value("port", 0)));
+    if (request.contains("agent")) {
+      const auto& agent = request["agent"];
+      server.host(agent.at("class").get<std::string>(), agent.at("name").get<std::string>(),
+                  agent.value("kwargs", Kwargs::object()));
+    }
+  } catch (const std::exception& e) {
+    send_startup_error(*owner, e.what());
+    g_child_server = nullptr;
+    return 3;
+  }
+  server.add_channel(std::move(owner), /*owner=*/true);
+  server.run();
+  g_child_server = nullptr;
+  return 0;
+}
+
+}  // namespace
+
+Runtime::Runtime(std::unique_ptr<Transport> local) : local_(std::move(local)) {}
+
+void Runtime::initialise(std::unique_ptr<Transport> local) {
+  if (g_runtime.load() != nullptr) throw Error("troupe::init called twice");
+  // Never destroyed (handles in static storage may outlive any destruction order); shutdown()
+  // runs at exit instead.
+  auto* runtime = new Runtime(std::move(local));
+  Transport* transport = runtime->local_.get();
+  runtime->fork_server_ = ForkServer::start(
+      [transport](const nlohmann::json& request) { return serve_in_child(*transport, request); },
+      [transport] { transport->remove_stale(); });
+  runtime->fork_server_->set_exit_handler(
+      [runtime](pid_t pid, int status) { runtime->on_exit(pid, status); });
+  g_runtime.store(runtime, std::memory_order_release);
+  runtime->start_threads();
+  std::atexit([] {
+    if (Runtime* r = g_runtime.load()) r->shutdown();
+  });
+}
+
+Runtime* Runtime::get() noexcept { return g_runtime.load(std::memory_order_acquire); }
+
+Runtime& Runtime::require(const char* what) {
+  Runtime* runtime = get();
+  if (runtime == nullptr) {
+    throw Error(std::string(what) +
+                ": call troupe::init(argc, argv) at the start of main, before any thread");
+  }
+  if (runtime->shutting_down()) throw Error(std::string(what) + ": the runtime has shut down");
+  return *runtime;
+}
+
+void Runtime::start_threads() {
+  background_ = std::thread([this] { background_loop(); });
+}
+
+void Runtime::shutdown() noexcept {
+  if (stopping_.exchange(true, std::memory_order_acq_rel)) return;
+  background_signal_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_private(background_signal_, 1);
+  if (background_.joinable()) background_.join();
+  std::vector<std::shared_ptr<ServerLink>> all;
+  {
+    std::lock_guard lock(links_mutex_);
+    all.swap(links_);
+    attached_.clear();
+  }
+  for (auto& link : all) {
+    link->mark_dead("the program is shutting down");
+    link->close();
+  }
+  fork_server_.reset();  // it ends the servers, then removes leftovers once we are gone
+}
+
+void Runtime::add_link(const std::shared_ptr<ServerLink>& link) {
+  std::lock_guard lock(links_mutex_);
+  links_.push_back(link);
+  links_version_.fetch_add(1, std::memory_order_release);
+}
+
+std::vector<std::shared_ptr<ServerLink>> Runtime::links() {
+  // Each pumping thread keeps a copy, refreshed when the set changes.
+  thread_local std::uint64_t version = ~std::uint64_t{0};
+  thread_local std::vector<std::shared_ptr<ServerLink>> copy;
+  thread_local const Runtime* owner = nullptr;
+  const std::uint64_t now = links_version_.load(std::memory_order_acquire);
+  if (version != now || owner != this) {
+    std::lock_guard lock(links_mutex_);
+    copy = links_;
+    version = now;
+    owner = this;
+  }
+  return copy;
+}
+
+std::shared_ptr<ServerLink> Runtime::launch(const DistOptions& options,
+                                            const nlohmann::json& pinned) {
+  auto [channel, token] = local_->make_child_channel();
+  nlohmann::json request{{"channel", token},
+                         {"host", options.host},
+                         {"port", options.port},
+                         {"workers", options.workers}};
+  if (!pinned.is_null()) request["agent"] = pinned;
+  const pid_t pid = fork_server_->spawn(std::move(request));
+  auto link = std::make_shared<ServerLink>(std::move(channel), pid, /*launched=*/true,
+                                           "server process " + std::to_string(pid));
+  link->bind_agent();
+  add_link(link);
+  {
+    // The child may already have ended (a start-up failure): its status is known.
+    std::lock_guard lock(exits_mutex_);
+    if (auto it = exits_.find(pid); it != exits_.end()) {
+      link->mark_dead("its server process " + std::to_string(pid) + " " +
+                      describe_exit(it->second));
+    }
+  }
+  return link;
+}
+
+std::shared_ptr<ServerLink> Runtime::connect(const std::string& host, int port) {
+  {
+    std::lock_guard lock(links_mutex_);
+    if (auto it = attached_.find(port); it != attached_.end()) {
+      if (auto link = it->second.lock(); link && !link->dead()) {
+        link->bind_agent();
+        return link;
+      }
+    }
+  }
+  auto link = std::make_shared<ServerLink>(local_->connect(host, port), 0, /*launched=*/false,
+                                           "local port " + std::to_string(port));
+  link->bind_agent();
+  try {
+    link->wait_ready(Clock::now() + kStartTimeout);
+  } catch (...) {
+    link->close();
+    throw;
+  }
+  add_link(link);
+  std::lock_guard lock(links_mutex_);
+  attached_[port] = link;
+  return link;
+}
+
+int Runtime::wait_exit(pid_t pid) {
+  std::unique_lock lock(exits_mutex_);
+  exited_.wait(lock, [&] { return exits_.count(pid) != 0 || stopping_.load(); });
+  auto it = exits_.find(pid);
+  return it == exits_.end() ? 0 : it->second;
+}
+
+void Runtime::on_exit(pid_t pid, int status) {
+  {
+    std::lock_guard lock(exits_mutex_);
+    exits_[pid] = status;
+  }
+  exited_.notify_all();
+  std::vector<std::shared_ptr<ServerLink>> all;
+  {
+    std::lock_guard lock(links_mutex_);
+    all = links_;
+  }
+  for (auto& link : all) {
+    if (link->pid() == pid) {
+      link->mark_dead("its server process " + std::to_string(pid) + " " + describe_exit(status));
+    }
+  }
+}
+
+std::size_t Runtime::pump_all(Deadline deadline,
+                              std::vector<std::shared_ptr<ServerLink>>* busy) {
+  std::size_t handled = 0;
+  for (const auto& link : links()) {
+    if (link->outstanding() == 0) continue;
+    handled += link->pump(deadline);
+    if (busy != nullptr && link->outstanding() != 0) busy->push_back(link);
+  }
+  return handled;
+}
+
+void Runtime::expire_all(Clock::time_point now) {
+  for (const auto& link : links()) link->expire(now);
+}
+
+void Runtime::retire_idle_links() {
+  std::vector<std::shared_ptr<ServerLink>> retired;
+  {
+    std::lock_guard lock(links_mutex_);
+    for (auto it = links_.begin(); it != links_.end();) {
+      if ((*it)->idle() || (*it)->dead()) {
+        retired.push_back(*it);
+        it = links_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!retired.empty()) links_version_.fetch_add(1, std::memory_order_release);
+  }
+  // Closing a launched server's channel ends that server.
+  for (auto& link : retired) {
+    if (link->idle()) link->close();
+  }
+}
+
+void Runtime::drive(ResultState& state, Deadline until) {
+  drivers_.fetch_add(1, std::memory_order_relaxed);
+  auto now = Clock::now();
+  auto spin_end = now + kSpin;
+  auto yield_end = now + kYield;
+  std::vector<std::shared_ptr<ServerLink>> busy;
+  while (!state.settled()) {
+    now = Clock::now();
+    if (state.deadline <= now) {
+      expire_all(now);  // names the agent, when the call was sent
+      state.fail(std::make_exception_ptr(Timeout("call timed out")));
+      break;
+    }
+    if (now >= until) break;
+    busy.clear();
+    if (pump_all(now, &busy) > 0) {
+      spin_end = now + kSpin;
+      yield_end = now + kYield;
+      continue;
+    }
+    if (now < spin_end) {
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      continue;
+    }
+    if (now < yield_end) {
+      ::sched_yield();
+      continue;
+    }
+    const Deadline slice = std::min({until, state.deadline, now + kSleepSlice});
+    if (busy.size() == 1) {
+      busy.front()->pump(slice);  // sleeps on that ring's doorbell
+    } else {
+      state.nap(slice - now);  // several servers (or a deferred call): look again shortly
+    }
+    expire_all(Clock::now());
+  }
+  drivers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Runtime::background_loop() {
+  auto idle_since = Clock::now();
+  while (!stopping_.load(std::memory_order_acquire)) {
+    const auto now = Clock::now();
+    const Clock::time_point last_call{Clock::duration{last_call_.load(std::memory_order_relaxed)}};
+    bool outstanding = false;
+    for (const auto& link : links()) outstanding = outstanding || link->outstanding() != 0;
+    if (!outstanding || drivers_.load(std::memory_order_relaxed) > 0 ||
+        now - last_call < kQuietBeforePump) {
+      // Nothing to do, or a thread is pumping, or the program is busy issuing calls.
+      expire_all(now);
+      retire_idle_links();
+      const std::uint32_t signal = background_signal_.load(std::memory_order_seq_cst);
+      if (!stopping_.load(std::memory_order_acquire)) {
+        futex_wait_private(background_signal_, signal, outstanding ? kQuietBeforePump : 5ms);
+      }
+      idle_since = Clock::now();
+      continue;
+    }
+    std::vector<std::shared_ptr<ServerLink>> busy;
+    if (pump_all(now, &busy) > 0) {
+      idle_since = now;
+      continue;
+    }
+    expire_all(now);
+    if (now - idle_since < kYield) {
+      ::sched_yield();
+    } else if (busy.size() == 1) {
+      busy.front()->pump(now + kSleepSlice);
+    } else {
+      const std::uint32_t signal = background_signal_.load(std::memory_order_seq_cst);
+      futex_wait_private(background_signal_, signal, kSleepSlice);
+    }
+  }
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,205 @@
+#include "troupe/core/detail/server_link.hpp"
+
+#include <cstdio>
+#include <vector>
+
+#include "troupe/core/error.hpp"
+#include "troupe/core/wire.hpp"
+
+namespace troupe::detail {
+namespace {
+
+constexpr auto kSendDeadline = std::chrono::seconds(30);
+constexpr std::size_t kPumpBatch = 256;
+/// How long a link whose channel reports the peer gone waits for the fork server's exit status
+/// before failing its calls without it.
+constexpr auto kExitStatusGrace = std::chrono::milliseconds(50);
+
+FrameBuilder& request_builder() {
+  thread_local FrameBuilder builder;
+  return builder;
+}
+
+}  // namespace
+
+ServerLink::ServerLink(std::unique_ptr<Channel> channel, pid_t pid, bool launched,
+                       std::string where)
+    : channel_(std::move(channel)), launched_(launched), where_(std::move(where)), pid_(pid) {
+  if (pid != 0) channel_->expect_peer(pid);
+}
+
+ServerLink::~ServerLink() { close(); }
+
+void ServerLink::close() noexcept { channel_->close(); }
+
+void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
+                         const ResultPtr& state, const std::string& who, bool flush) {
+  const std::uint64_t call_id = next_call_id_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mutex_);
+    if (dead_.load(std::memory_order_relaxed)) {
+      if (state) state->fail(std::make_exception_ptr(AgentDied(who + ": " + death_)));
+      return;
+    }
+    if (state) {
+      pending_.emplace(call_id, Pending{state, who});
+      if (state->deadline != Deadline::max()) ++timed_;
+      outstanding_.fetch_add(1, std::memory_order_release);
+    }
+  }
+  const FrameBytes frame = request_builder().build(
+      {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
+  if (std::error_code ec = channel_->send(frame, Clock::now() + kSendDeadline, flush)) {
+    ResultPtr failed;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = pending_.find(call_id); it != pending_.end()) {
+        failed = std::move(it->second.state);
+        pending_.erase(it);
+        outstanding_.fetch_sub(1, std::memory_order_release);
+      }
+    }
+    if (!failed) return;
+    std::string text = who + ": sending to its server (" + where_ + "): " + ec.message();
+    if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
+      failed->fail(std::make_exception_ptr(AgentDied(text)));
+    } else if (ec == Errc::kTimeout) {
+      failed->fail(std::make_exception_ptr(Timeout(text)));
+    } else {
+      failed->fail(std::make_exception_ptr(Error(text)));
+    }
+  }
+}
+
+std::size_t ServerLink::pump(Deadline deadline) {
+  if (dead()) return 0;
+  std::error_code ec;
+  const std::size_t n =
+      channel_->poll([this](FrameBytes frame) { on_frame(frame); }, kPumpBatch, deadline, ec);
+  if (ec == Errc::kPeerDead || ec == Errc::kClosed || ec == Errc::kMalformedFrame) {
+    if (!launched_ || ec == Errc::kMalformedFrame) {
+      mark_dead(ec == Errc::kMalformedFrame ? "its server broke the channel protocol"
+                                            : "lost its server (" + where_ + "): " + ec.message());
+    } else if (!peer_gone_.exchange(true)) {
+      // The fork server's exit notice names the status: give it a moment.
+      peer_gone_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+    } else if (gone_for_long(Clock::now())) {
+      mark_dead("its server process " + std::to_string(pid()) + " is gone");
+    }
+  }
+  return n;
+}
+
+bool ServerLink::gone_for_long(Clock::time_point now) const noexcept {
+  const Clock::time_point since{Clock::duration{peer_gone_at_.load(std::memory_order_acquire)}};
+  return since.time_since_epoch().count() != 0 && now - since > kExitStatusGrace;
+}
+
+void ServerLink::on_frame(FrameBytes frame) {
+  std::error_code ec;
+  const wire::Envelope* env = verify_frame(frame, ec);
+  if (env == nullptr) {
+    std::fprintf(stderr, "troupe: dropped a frame from %s: %s\n", where_.c_str(),
+                 ec.message().c_str());
+    return;
+  }
+  const wire::Kind kind = env->kind();
+  if (kind == wire::Kind::Hello) {
+    if (env->messages() && env->messages()->size() > 0) {
+      try {
+        auto hello = nlohmann::json::parse(from_wire(*env->messages()->Get(0)).metadata());
+        pid_.store(hello.value("pid", pid_t{0}), std::memory_order_release);
+        port_.store(hello.value("port", 0), std::memory_order_release);
+      } catch (const std::exception&) {
+      }
+    }
+    if (!launched_) channel_->expect_peer(pid());
+    hello_.store(1, std::memory_order_release);
+    return;
+  }
+  if (kind == wire::Kind::Error && env->call_id() == 0) {  // the server could not start
+    const std::string why = env->error() ? env->error()->str() : "unknown reason";
+    {
+      std::lock_guard lock(mutex_);
+      startup_error_ = why;
+    }
+    hello_.store(2, std::memory_order_release);
+    mark_dead("its server failed to start: " + why);
+    return;
+  }
+  if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Pong) return;
+  Pending call;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = pending_.find(env->call_id());
+    if (it == pending_.end()) return;  // timed out earlier: the late reply is dropped
+    call = std::move(it->second);
+    if (call.state->deadline != Deadline::max()) --timed_;
+    pending_.erase(it);
+  }
+  if (kind == wire::Kind::Error) {
+    call.state->fail(std::make_exception_ptr(
+        RemoteError(env->error() ? env->error()->str() : call.who + " failed")));
+  } else if (env->messages() && env->messages()->size() > 0) {
+    call.state->resolve(from_wire(*env->messages()->Get(0)));
+  } else {
+    call.state->resolve(Msg());
+  }
+  outstanding_.fetch_sub(1, std::memory_order_release);
+}
+
+void ServerLink::expire(Clock::time_point now) {
+  if (peer_gone_.load(std::memory_order_acquire) && !dead() && gone_for_long(now)) {
+    mark_dead("its server process " + std::to_string(pid()) + " is gone");
+  }
+  std::vector<Pending> expired;
+  {
+    std::lock_guard lock(mutex_);
+    if (timed_ == 0) return;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.state->deadline <= now) {
+        expired.push_back(std::move(it->second));
+        it = pending_.erase(it);
+        --timed_;
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& call : expired) {
+    call.state->fail(std::make_exception_ptr(Timeout(call.who + ": call timed out")));
+    outstanding_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+void ServerLink::mark_dead(const std::string& why) {
+  std::unordered_map<std::uint64_t, Pending> failed;
+  {
+    std::lock_guard lock(mutex_);
+    if (dead_.exchange(true, std::memory_order_acq_rel)) return;
+    death_ = why;
+    failed.swap(pending_);
+    timed_ = 0;
+  }
+  for (auto& [id, call] : failed) {
+    call.state->fail(std::make_exception_ptr(AgentDied(call.who + ": " + why)));
+    outstanding_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+void ServerLink::wait_ready(Deadline deadline) {
+  while (hello_.load(std::memory_order_acquire) == 0) {
+    if (dead()) break;
+    if (Clock::now() >= deadline) {
+      throw Timeout("no answer from the server (" + where_ + ") in time");
+    }
+    pump(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
+    expire(Clock::now());
+  }
+  if (hello_.load(std::memory_order_acquire) == 1) return;
+  std::lock_guard lock(mutex_);
+  if (!startup_error_.empty()) throw Error(startup_error_);
+  throw AgentDied("the server (" + where_ + ") " + death_);
+}
+
+}  // namespace troupe::detail
