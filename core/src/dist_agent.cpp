@@ -81,8 +81,6 @@ Msg DistAgent::operator()(std::vector<Msg> xs) const { return call(std::move(xs)
 
 Msg DistAgent::call(std::vector<Msg> xs, const CallOptions& options) const {
   agent();
-  // A call with no message passes one empty message, as a plain call does.
-  if (xs.empty()) xs.emplace_back();
   return Msg::placeholder(agent_->call(std::move(xs), wire::Kind::Call, options.timeout));
 }
 

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <string>
@@ -108,7 +109,10 @@ sigset_t handled_signals() {
         int code = 70;
         try {
           code = child_main(*request);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe server %d: %s\n", ::getpid(), e.what());
         } catch (...) {
+          std::fprintf(stderr, "troupe server %d: unknown exception\n", ::getpid());
         }
         ::_exit(code);
       }

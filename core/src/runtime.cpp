@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -41,6 +42,7 @@ void send_startup_error(Channel& channel, const std::string& why) {
 
 // What a spawned agent server runs (in the fork server's child).
 int serve_in_child(Transport& transport, const nlohmann::json& request) {
+  ::prctl(PR_SET_NAME, "troupe-server");
   std::unique_ptr<Channel> owner =
       transport.attach_child_channel(request.at("channel").get<std::string>());
   AgentServer server({.workers = request.value("workers", 0)});
@@ -214,7 +216,8 @@ void Runtime::on_exit(pid_t pid, int status) {
   }
   for (auto& link : all) {
     if (link->pid() == pid) {
-      link->mark_dead("its server process " + std::to_string(pid) + " " + describe_exit(status));
+      link->on_server_exit("its server process " + std::to_string(pid) + " " +
+                           describe_exit(status));
     }
   }
 }

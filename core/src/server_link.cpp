@@ -185,6 +185,17 @@ void ServerLink::mark_dead(const std::string& why) {
     call.state->fail(std::make_exception_ptr(AgentDied(call.who + ": " + why)));
     outstanding_.fetch_sub(1, std::memory_order_release);
   }
+  channel_->close();  // nothing more will travel on it
+}
+
+void ServerLink::on_server_exit(const std::string& why) {
+  // Another thread may be delivering right now (pump() then returns 0): give it a moment.
+  const auto until = Clock::now() + std::chrono::milliseconds(50);
+  while (hello_.load(std::memory_order_acquire) == 0 && !dead() && Clock::now() < until) {
+    pump(Clock::now() + std::chrono::milliseconds(1));
+  }
+  pump(Clock::now());
+  mark_dead(why);
 }
 
 void ServerLink::wait_ready(Deadline deadline) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -26,6 +27,7 @@ namespace {
 
 constexpr std::string_view kNamePrefix = "troupe.";
 constexpr const char* kShmDir = "/dev/shm";
+constexpr std::time_t kUnfinishedGraceSeconds = 30;
 
 std::string describe(const std::string& name) { return "shared-memory segment '" + name + "'"; }
 
@@ -137,15 +139,19 @@ Segment Segment::create(const std::string& name, std::size_t size, SegmentKind k
     throw_interprocess(e, "map " + describe(name));
   }
 
+  // Every field before the magic number: a concurrent list_segments() (stale clean-up in
+  // another process) must not see a valid magic with a half-written creator.
+  const std::uint64_t start_ticks = process_start_ticks(::getpid());
   auto* header = new (mapping->region.get_address()) SegmentHeader{};
-  header->magic = kSegmentMagic;
   header->layout_version = kLayoutVersion;
   header->kind = kind;
   header->size = size;
   header->creator_pid = ::getpid();
-  header->creator_start_ticks = process_start_ticks(::getpid());
-  // Not ready yet: the caller initialises its layout and then calls mark_ready via header().
+  header->creator_start_ticks = start_ticks;
+  // Not ready yet: the caller initialises its layout, then mark_ready().
   header->ready.store(0, std::memory_order_relaxed);
+  // SYNC POINT: release orders the fields above before the magic for any reader of the bytes.
+  std::atomic_ref<std::uint64_t>(header->magic).store(kSegmentMagic, std::memory_order_release);
   guard.armed = false;
   return Segment(name, std::move(mapping), /*owner=*/true);
 }
@@ -250,6 +256,10 @@ std::vector<SegmentInfo> list_segments() {
       std::uint64_t ticks = process_start_ticks(info.creator_pid);
       info.creator_alive =
           ticks != 0 && (!info.header_valid || ticks == header.creator_start_ticks);
+    } else {
+      // No header yet and no pid in the name (a rendezvous being created this instant): only
+      // a segment that stayed so for a while is a crashed creator's.
+      info.creator_alive = std::time(nullptr) - st.st_mtime < kUnfinishedGraceSeconds;
     }
     out.push_back(std::move(info));
   }

@@ -348,6 +348,9 @@ void ShmChannel::close() noexcept {
   // End every wait on this channel, ours and the peer's.
   wake_all(ring_at(segment_, 0, control_->ring_capacity));
   wake_all(ring_at(segment_, 1, control_->ring_capacity));
+  // A closed channel's name serves nobody: remove it now rather than when the last reference
+  // to this object goes (the mapping stays valid until then).
+  segment_.unlink();
 }
 
 std::size_t ShmChannel::inbox_depth() const noexcept {

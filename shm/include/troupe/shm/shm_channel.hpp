@@ -18,6 +18,9 @@
 // protocol are counted, reported as kMalformedFrame, and end the channel (the ring's framing
 // cannot be trusted after that); the process keeps serving its other channels.
 //
+// close() removes the segment's name (when this side created it); the mapping lives on until
+// the object is destroyed.
+//
 // A dead peer is noticed through a pidfd within one sleep slice of the waiter (5 ms default).
 #include <sys/types.h>
 

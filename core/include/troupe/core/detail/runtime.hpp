@@ -37,6 +37,7 @@ class Runtime final : public ProgressDriver {
   static Runtime& require(const char* what);
 
   Transport& local() noexcept { return *local_; }
+  pid_t fork_server_pid() const noexcept { return fork_server_ ? fork_server_->pid() : 0; }
   /// Starts a server through the fork server; `pinned` (if not null) is {class, name, kwargs}
   /// of an agent to create at launch. Returns a bound link.
   std::shared_ptr<ServerLink> launch(const DistOptions& options, const nlohmann::json& pinned);

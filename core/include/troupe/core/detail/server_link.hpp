@@ -49,6 +49,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   /// Marks the link dead: every pending and later call fails with AgentDied(who + ": " + why).
   void mark_dead(const std::string& why);
   bool dead() const noexcept { return dead_.load(std::memory_order_acquire); }
+  /// The fork server reports the server process ended: mark_dead(why), after reading what the
+  /// server sent first (a start-up failure explains more than its exit status).
+  void on_server_exit(const std::string& why);
 
   pid_t pid() const noexcept { return pid_.load(std::memory_order_acquire); }
   int port() const noexcept { return port_.load(std::memory_order_acquire); }

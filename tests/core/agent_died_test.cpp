@@ -1,0 +1,63 @@
+// A server killed with calls pending: every pending and later call fails with AgentDied naming
+// the signal, promptly; other agents keep working.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "support/test_agents.hpp"
+
+namespace troupe {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(AgentDiedTest, KilledServerFailsPendingAndLaterCallsNamingTheSignal) {
+  auto victim = test::Sleeper("V", {{"sleep_ms", 2000}}).to_dist({.lazy_launch = false});
+  auto bystander = test::Counter("B").to_dist({.lazy_launch = false});
+  std::vector<Msg> pending;
+  for (int i = 0; i < 5; ++i) pending.push_back(victim(Msg("u", std::to_string(i))));
+  std::this_thread::sleep_for(50ms);  // the first call is running in the server
+
+  const auto killed_at = Clock::now();
+  ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
+  for (const Msg& m : pending) {
+    try {
+      (void)m.content();
+      FAIL() << "a call on a killed server succeeded";
+    } catch (const AgentDied& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("agent 'V'"), std::string::npos) << what;
+      EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
+    }
+  }
+  const auto noticed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
+  std::printf("pending calls failed %.1f ms after SIGKILL (target: 100 ms)\n", noticed.count() / 1e3);
+  EXPECT_LT(noticed, 2s);  // bounded; the figure above is the measurement
+
+  EXPECT_THROW((void)victim(Msg("u", "later")).content(), AgentDied);
+  EXPECT_EQ(bystander(Msg("u", "x")).content(), "B:1:x");
+}
+
+TEST(AgentDiedTest, DependantsOfADeadAgentsCallsFailToo) {
+  auto victim = test::Sleeper("V", {{"sleep_ms", 2000}}).to_dist({.lazy_launch = false});
+  auto next = test::Counter("N").to_dist();
+  Msg x = victim(Msg("u", "a"));
+  Msg y = next(x);
+  ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
+  EXPECT_THROW((void)y.content(), AgentDied);
+  EXPECT_EQ(next(Msg("u", "b")).content(), "N:1:b");
+}
+
+TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
+  RpcAgentServerLauncher launcher;
+  launcher.launch();
+  auto a = test::Sleeper("A", {{"sleep_ms", 2000}}).to_dist({.port = launcher.port(), .launch_server = false});
+  Msg x = a(Msg("u", "a"));
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(::kill(launcher.pid(), SIGKILL), 0);
+  EXPECT_THROW((void)x.content(), AgentDied);
+}
+
+}  // namespace
+}  // namespace troupe

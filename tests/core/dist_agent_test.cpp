@@ -1,0 +1,346 @@
+// Distributed agents in local mode: placeholders, ordering, parallelism, errors, handles,
+// server management. The behaviours AgentScope's own suite checks, ported.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "support/test_agents.hpp"
+
+namespace troupe {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Counter;
+using test::Faulty;
+using test::Sleeper;
+
+std::int64_t start_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["start_ns"]; }
+std::int64_t end_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["end_ns"]; }
+
+TEST(DistAgentTest, StatePersistsAcrossCalls) {
+  auto a = Counter("A").to_dist();
+  EXPECT_EQ(a(Msg("u", "x")).content(), "A:1:x");
+  EXPECT_EQ(a(Msg("u", "y")).content(), "A:2:y");
+  EXPECT_EQ(a().content(), "A:3:-");
+  EXPECT_EQ(a.name(), "A");
+  EXPECT_EQ(a.class_name(), "Counter");
+  EXPECT_NE(a.server_pid(), ::getpid());
+}
+
+TEST(DistAgentTest, CallReturnsAPlaceholderAtOnce) {
+  auto slow = Sleeper("S", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false});
+  const auto start = Clock::now();
+  Msg x = slow(Msg("u", "go"));
+  EXPECT_LT(Clock::now() - start, 100ms);
+  EXPECT_TRUE(x.is_placeholder());
+  EXPECT_FALSE(x.ready());
+  EXPECT_FALSE(x.wait_for(10ms));
+  EXPECT_EQ(x.content(), "S(go)");  // blocks until resolved
+  EXPECT_TRUE(x.ready());
+  EXPECT_FALSE(x.error());
+}
+
+TEST(DistAgentTest, PendingResultTravelsToTheNextCallWithoutBlocking) {
+  auto a = Sleeper("A", {{"sleep_ms", 200}}).to_dist({.lazy_launch = false});
+  auto b = Counter("B").to_dist({.lazy_launch = false});
+  auto c = Counter("C").to_dist({.lazy_launch = false});
+  const auto start = Clock::now();
+  Msg x = a(Msg("u", "in"));
+  Msg y = b(x);  // x is pending: b's call waits for it, the program does not
+  Msg z = c(y);
+  EXPECT_LT(Clock::now() - start, 100ms);
+  EXPECT_FALSE(z.ready());
+  EXPECT_EQ(z.content(), "C:1:B:1:A(in)");
+}
+
+TEST(DistAgentTest, ResolvedResultTravelsAsAMessage) {
+  auto a = Counter("A").to_dist();
+  auto b = Counter("B").to_dist();
+  Msg x = a(Msg("u", "in"));
+  ASSERT_EQ(x.content(), "A:1:in");
+  EXPECT_EQ(b(x).content(), "B:1:A:1:in");
+}
+
+TEST(DistAgentTest, IndependentSlowCallsOverlap) {
+  std::vector<DistAgent> agents;
+  for (int i = 0; i < 3; ++i) {
+    agents.push_back(Sleeper("S" + std::to_string(i), {{"sleep_ms", 300}}).to_dist({.lazy_launch = false}));
+  }
+  const auto start = Clock::now();
+  std::vector<Msg> results;
+  for (auto& a : agents) results.push_back(a(Msg("u", "x")));
+  ASSERT_TRUE(wait_all(results, 10s));
+  EXPECT_LT(Clock::now() - start, 800ms);  // three 300 ms sleeps, not in sequence
+}
+
+// The seed's graph: A->B, A->C, B->D, C->D, E->F, D->F. Timestamps from inside the agents.
+TEST(DistAgentTest, SeedGraphRunsInParallelWhereItCan) {
+  const Kwargs k{{"sleep_ms", 150}};
+  DistOptions eager{.lazy_launch = false};
+  auto A = Sleeper("A", k).to_dist(eager), B = Sleeper("B", k).to_dist(eager),
+       C = Sleeper("C", k).to_dist(eager), D = Sleeper("D", k).to_dist(eager),
+       E = Sleeper("E", k).to_dist(eager), F = Sleeper("F", k).to_dist(eager);
+  Msg x = A();
+  Msg y = B(x);
+  Msg z = C(x);
+  Msg w = D({y, z});
+  Msg e = E();
+  Msg f = F({w, e});
+  EXPECT_EQ(f.content(), "F(D(B(A()))(C(A())))(E())");
+  // B and C overlap; E starts before A ends; D after B and C; F after D and E.
+  EXPECT_LT(start_of(y), end_of(z));
+  EXPECT_LT(start_of(z), end_of(y));
+  EXPECT_LT(start_of(e), end_of(x));
+  EXPECT_GE(start_of(y), end_of(x));
+  EXPECT_GE(start_of(w), std::max(end_of(y), end_of(z)));
+  EXPECT_GE(start_of(f), std::max(end_of(w), end_of(e)));
+}
+
+TEST(DistAgentTest, SeveralAgentsShareOneServerWithSeparateState) {
+  auto a = Counter("A").to_dist({.lazy_launch = false});
+  auto b = Counter("B").to_dist({.port = a.port(), .launch_server = false});
+  auto c = Counter("C").to_dist({.port = a.port(), .launch_server = false});
+  EXPECT_EQ(b.server_pid(), a.server_pid());
+  EXPECT_EQ(a(Msg("u", "1")).content(), "A:1:1");
+  EXPECT_EQ(b(Msg("u", "1")).content(), "B:1:1");
+  EXPECT_EQ(b(Msg("u", "2")).content(), "B:2:2");
+  EXPECT_EQ(c(Msg("u", "1")).content(), "C:1:1");
+  auto names = a.server().list_agents();
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"A", "B", "C"}));
+}
+
+TEST(DistAgentTest, DifferentAgentsOnOneServerRunInParallel) {
+  auto a = Sleeper("A", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false, .workers = 2});
+  auto b = Sleeper("B", {{"sleep_ms", 300}}).to_dist({.port = a.port(), .launch_server = false});
+  Msg x = a(Msg("u", "a"));
+  Msg y = b(Msg("u", "b"));
+  EXPECT_LT(start_of(y), end_of(x));
+  EXPECT_LT(start_of(x), end_of(y));
+}
+
+TEST(DistAgentTest, OneAgentRunsOneCallAtATimeInOrder) {
+  auto a = Sleeper("A", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false, .workers = 4});
+  std::vector<Msg> results;
+  for (int i = 0; i < 5; ++i) results.push_back(a(Msg("u", std::to_string(i))));
+  for (int i = 1; i < 5; ++i) {
+    EXPECT_GE(start_of(results[i]), end_of(results[i - 1]));
+    EXPECT_EQ(results[i].content(), "A(" + std::to_string(i) + ")");
+  }
+}
+
+TEST(DistAgentTest, LauncherWithAnAgentClassAndClientsAttachingToIt) {
+  RpcAgentServerLauncher launcher("Counter", {{"name", "Shared"}});
+  launcher.launch();
+  ASSERT_GT(launcher.port(), 0);
+  auto one = Counter("Shared").to_dist({.port = launcher.port(), .launch_server = false});
+  auto two = Counter("Shared").to_dist({.port = launcher.port(), .launch_server = false});
+  EXPECT_EQ(one(Msg("u", "a")).content(), "Shared:1:a");
+  EXPECT_EQ(two(Msg("u", "b")).content(), "Shared:2:b");  // the same agent
+  EXPECT_EQ(one.server_pid(), launcher.pid());
+}
+
+TEST(DistAgentTest, LauncherWithoutAClassHostsWhatClientsAskFor) {
+  RpcAgentServerLauncher launcher;
+  launcher.launch();
+  auto a = Counter("A").to_dist({.port = launcher.port(), .launch_server = false});
+  auto f = Faulty("F").to_dist({.port = launcher.port(), .launch_server = false});
+  EXPECT_EQ(a(Msg("u", "x")).content(), "A:1:x");
+  EXPECT_EQ(f(Msg("u", "x")).content(), "ok:x");
+  EXPECT_EQ(launcher.server().info().agents.size(), 2u);
+}
+
+TEST(DistAgentTest, LauncherOnAPortInUseIsAClearError) {
+  RpcAgentServerLauncher first;
+  first.launch();
+  RpcAgentServerLauncher second("", {}, "localhost", first.port());
+  try {
+    second.launch();
+    FAIL() << "two servers on one port";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in use"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DistAgentTest, LocalAndRemoteAgentsMix) {
+  Counter local("L");
+  auto remote = Counter("R").to_dist();
+  Msg x = remote(Msg("u", "a"));
+  Msg y = local(x);  // a pending input: deferred, the program goes on
+  Msg z = remote(y);
+  EXPECT_EQ(z.content(), "R:2:L:1:R:1:a");
+  EXPECT_EQ(local(Msg("u", "b")).content(), "L:2:b");
+}
+
+TEST(DistAgentTest, LocalAgentWithPendingInputDoesNotBlockTheProgram) {
+  Counter local("L");
+  auto slow = Sleeper("S", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false});
+  const auto start = Clock::now();
+  Msg x = slow(Msg("u", "a"));
+  Msg y = local(x);
+  Msg z = local(Msg("u", "later"));  // queued behind y: order kept
+  EXPECT_LT(Clock::now() - start, 100ms);
+  EXPECT_EQ(y.content(), "L:1:S(a)");
+  EXPECT_EQ(z.content(), "L:2:later");
+}
+
+TEST(DistAgentTest, RemoteExceptionArrivesAsRemoteError) {
+  auto f = Faulty("F").to_dist();
+  Msg bad = f(Msg("u", "fail"));
+  try {
+    (void)bad.content();
+    FAIL() << "no error";
+  } catch (const RemoteError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("agent 'F'"), std::string::npos) << what;
+    EXPECT_NE(what.find("class Faulty"), std::string::npos) << what;
+    EXPECT_NE(what.find("asked to fail"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(bad.error());
+  EXPECT_NE(bad.error_message().find("asked to fail"), std::string::npos);
+  // The agent keeps serving.
+  EXPECT_EQ(f(Msg("u", "fine")).content(), "ok:fine");
+}
+
+TEST(DistAgentTest, DependantsOfAFailedCallFailTheSameWay) {
+  auto f = Faulty("F").to_dist();
+  auto c = Counter("C").to_dist();
+  Msg bad = f(Msg("u", "fail"));
+  Msg dependant = c(bad);
+  Msg second = c(dependant);
+  EXPECT_THROW((void)second.content(), RemoteError);
+  EXPECT_EQ(dependant.error_message(), bad.error_message());
+  EXPECT_EQ(c(Msg("u", "x")).content(), "C:1:x");  // the failed calls never ran
+}
+
+TEST(DistAgentTest, ObserveIsOrderedAndReportsFailure) {
+  auto c = Counter("C").to_dist();
+  c.observe(Msg("u", "seen"));  // ignored handle
+  EXPECT_EQ(c(Msg("u", "x")).content(), "C:2:x");  // observe counted first
+  auto f = Faulty("F").to_dist();
+  ObserveHandle bad = f.observe(Msg("u", "fail"));
+  ObserveHandle good = f.observe(Msg("u", "fine"));
+  EXPECT_THROW(bad.get(), RemoteError);
+  EXPECT_NO_THROW(good.get());
+  EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
+}
+
+TEST(DistAgentTest, CopiesShareTheAgentAndShutdownEndsItForAll) {
+  auto a = Counter("A").to_dist();
+  DistAgent copy = a;
+  EXPECT_EQ(a(Msg("u", "x")).content(), "A:1:x");
+  EXPECT_EQ(copy(Msg("u", "y")).content(), "A:2:y");
+  Msg pending = a(Msg("u", "z"));
+  copy.shutdown();
+  EXPECT_EQ(pending.content(), "A:3:z");  // pending calls complete first
+  try {
+    (void)a(Msg("u", "late")).content();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("shut down"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
+  auto a = Counter("A").to_dist({.lazy_launch = false});
+  auto b = Counter("B").to_dist({.port = a.port(), .launch_server = false});
+  (void)a(Msg("u", "x")).content();
+  ServerInfo info = a.server().info();
+  EXPECT_EQ(info.pid, a.server_pid());
+  EXPECT_EQ(info.port, a.port());
+  EXPECT_GT(info.rss_bytes, 0u);
+  EXPECT_EQ(info.agents.size(), 2u);
+  a.server().delete_agent("B");
+  try {
+    (void)b(Msg("u", "x")).content();
+    FAIL();
+  } catch (const RemoteError& e) {
+    EXPECT_NE(std::string(e.what()).find("deleted"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(a(Msg("u", "y")).content(), "A:2:y");
+  EXPECT_THROW(a.server().delete_agent("nobody"), RemoteError);
+  a.server().delete_all();
+  EXPECT_THROW((void)a(Msg("u", "z")).content(), RemoteError);
+}
+
+TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
+  auto slow = Sleeper("S", {{"sleep_ms", 500}}).to_dist({.lazy_launch = false});
+  Msg late = slow.call({Msg("u", "a")}, {.timeout = 50ms});
+  const auto start = Clock::now();
+  EXPECT_THROW((void)late.content(), Timeout);
+  EXPECT_LT(Clock::now() - start, 400ms);
+  EXPECT_EQ(slow(Msg("u", "b")).content(), "S(b)");  // later calls proceed
+
+  auto limited = Sleeper("T", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false, .timeout = 50ms});
+  EXPECT_THROW((void)limited(Msg("u", "c")).content(), Timeout);
+}
+
+TEST(DistAgentTest, WaitingIsNotFailing) {
+  auto slow = Sleeper("S", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false});
+  Msg x = slow(Msg("u", "a"));
+  EXPECT_FALSE(x.wait_for(20ms));
+  EXPECT_FALSE(x.error_message().size());  // waits, then: no failure
+  EXPECT_EQ(x.content(), "S(a)");
+}
+
+TEST(DistAgentTest, WaitAnyAndWaitAll) {
+  auto fast = Sleeper("F", {{"sleep_ms", 10}}).to_dist({.lazy_launch = false});
+  auto slow = Sleeper("S", {{"sleep_ms", 400}}).to_dist({.lazy_launch = false});
+  std::vector<Msg> both{slow(Msg("u", "s")), fast(Msg("u", "f"))};
+  EXPECT_EQ(wait_any(both, 5s), 1);
+  EXPECT_FALSE(wait_all(both, 10ms));
+  EXPECT_TRUE(wait_all(both, 5s));
+}
+
+TEST(DistAgentTest, ReplyLargerThanTheRingArrivesWhole) {
+  auto big = test::BigReply("Big").to_dist();
+  const std::size_t n = 8u << 20;  // 8 MiB through 1 MiB rings
+  Msg m = big(Msg("u", std::to_string(n)));
+  ASSERT_EQ(m.payload().size(), n);
+  for (std::size_t i = 0; i < n; i += 4099) ASSERT_EQ(m.payload()[i], static_cast<std::byte>(i * 7));
+}
+
+TEST(DistAgentTest, ManyCallsInFlightKeepOrderPerAgent) {
+  auto a = Counter("A").to_dist();
+  std::vector<Msg> results;
+  for (int i = 0; i < 20000; ++i) results.push_back(a(Msg("u", std::to_string(i))));
+  for (int i = 0; i < 20000; ++i) {
+    ASSERT_EQ(results[i].content(), "A:" + std::to_string(i + 1) + ":" + std::to_string(i));
+  }
+}
+
+TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
+  std::vector<DistAgent> busy;
+  for (int i = 0; i < 5; ++i) {
+    busy.push_back(Sleeper("busy" + std::to_string(i), {{"sleep_ms", 20}}).to_dist({.lazy_launch = false}));
+  }
+  std::vector<Msg> in_flight;
+  for (int i = 0; i < 50; ++i) in_flight.push_back(busy[i % 5](Msg("u", std::to_string(i))));
+  std::vector<DistAgent> fresh;
+  for (int i = 0; i < 5; ++i) fresh.push_back(Counter("new" + std::to_string(i)).to_dist({.lazy_launch = false}));
+  for (auto& f : fresh) EXPECT_EQ(f(Msg("u", "x")).content(), f.name() + ":1:x");
+  ASSERT_TRUE(wait_all(in_flight, 30s));
+  for (auto& m : in_flight) EXPECT_FALSE(m.error());
+}
+
+TEST(DistAgentTest, HandlesAreThreadSafe) {
+  auto a = Counter("A").to_dist();
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::string last;
+      for (int i = 0; i < 500; ++i) {
+        Msg m = a(Msg("u", std::to_string(t)));
+        if (m.content().rfind("A:", 0) != 0) ++bad;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(a(Msg("u", "end")).content(), "A:2001:end");
+}
+
+}  // namespace
+}  // namespace troupe

@@ -1,0 +1,115 @@
+// Clean lifetime: however a Troupe program ends (returns, throws, Ctrl-C, SIGTERM, SIGKILL), no
+// process it started and no shared-memory segment of its run remains.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "troupe/core/channel.hpp"
+#include "troupe/core/child_process.hpp"
+#include "troupe/shm/segment.hpp"
+
+namespace troupe {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A live process (zombies awaiting a reaper count as gone).
+bool alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
+
+struct ProgramRun {
+  ChildProcess program;
+  pid_t pid;
+  std::set<pid_t> started;  // its fork server and agent servers, as it reported them
+};
+
+ProgramRun start(const char* mode) {
+  int out[2];
+  if (::pipe(out) != 0) throw std::runtime_error("pipe");
+  auto program = ChildProcess::fork([&] {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::execl(TROUPE_LIFETIME_PROGRAM, TROUPE_LIFETIME_PROGRAM, mode, nullptr);
+    return 127;
+  });
+  ::close(out[1]);
+  std::string line;
+  char c;
+  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  ::close(out[0]);
+  std::istringstream words(line);
+  std::string ready;
+  pid_t pid = 0;
+  words >> ready >> pid;
+  EXPECT_EQ(ready, "ready") << "program said: " << line;
+  ProgramRun run{std::move(program), pid, {}};
+  pid_t server;
+  while (words >> server) run.started.insert(server);
+  EXPECT_EQ(run.started.size(), 3u);  // the fork server and two agent servers
+  return run;
+}
+
+// Waits until every process the run started is gone and no segment of the run remains.
+void expect_clean(ProgramRun& run) {
+  run.program.wait();
+  std::set<pid_t> run_pids = run.started;
+  run_pids.insert(run.pid);
+  const auto deadline = Clock::now() + 15s;
+  std::vector<std::string> leftovers;
+  std::vector<pid_t> survivors;
+  do {
+    std::this_thread::sleep_for(20ms);
+    survivors.clear();
+    for (pid_t p : run.started) {
+      if (alive(p)) survivors.push_back(p);
+    }
+    leftovers.clear();
+    for (const auto& s : shm::list_segments()) {
+      if (run_pids.count(s.creator_pid)) leftovers.push_back(s.name);
+    }
+  } while ((!survivors.empty() || !leftovers.empty()) && Clock::now() < deadline);
+  EXPECT_TRUE(survivors.empty()) << survivors.size() << " processes survive, e.g. " << survivors.front();
+  EXPECT_TRUE(leftovers.empty()) << leftovers.size() << " segments remain, e.g. " << leftovers.front();
+}
+
+TEST(LifetimeTest, ProgramReturns) {
+  ProgramRun run = start("return");
+  expect_clean(run);
+}
+
+TEST(LifetimeTest, ProgramThrows) {
+  ProgramRun run = start("throw");
+  expect_clean(run);
+}
+
+TEST(LifetimeTest, ProgramGetsCtrlC) {
+  ProgramRun run = start("wait");
+  run.program.kill(SIGINT);
+  expect_clean(run);
+}
+
+TEST(LifetimeTest, ProgramGetsSigterm) {
+  ProgramRun run = start("wait");
+  run.program.kill(SIGTERM);
+  expect_clean(run);
+}
+
+TEST(LifetimeTest, ProgramIsKilled) {
+  ProgramRun run = start("wait");
+  run.program.kill(SIGKILL);
+  expect_clean(run);
+}
+
+}  // namespace
+}  // namespace troupe

@@ -1,0 +1,94 @@
+#pragma once
+// Agents the runtime tests place in servers. Include from exactly one source file per test
+// binary (it registers the classes).
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <troupe/troupe.hpp>
+
+namespace troupe::test {
+
+inline std::int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Answers "<name>:<n>:<inputs...>" where n counts its calls (state persists across calls).
+class Counter : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const std::vector<Msg>& xs) override {
+    ++calls_;
+    std::string content = name() + ":" + std::to_string(calls_);
+    for (const Msg& x : xs) content += ":" + (x.empty() ? std::string("-") : x.content());
+    return Msg(name(), content);
+  }
+  Msg reply(const Msg& x) override { return reply(std::vector<Msg>{x}); }
+  void observe(const Msg& x) override { observed_ += x.content().size(); ++calls_; }
+
+ private:
+  int calls_ = 0;
+  std::size_t observed_ = 0;
+};
+
+// Sleeps kwargs["sleep_ms"] (or the input's content, if numeric), then reports when it ran.
+class Sleeper : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const std::vector<Msg>& xs) override {
+    const std::int64_t start = wall_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 100)));
+    std::string content = name();
+    for (const Msg& x : xs) content += "(" + (x.empty() ? std::string() : x.content()) + ")";
+    return Msg(name(), content)
+        .set_metadata(nlohmann::json{{"start_ns", start}, {"end_ns", wall_ns()}}.dump());
+  }
+  Msg reply(const Msg& x) override { return reply(std::vector<Msg>{x}); }
+};
+
+// Throws when the content is "fail" (in reply and observe); otherwise echoes.
+class Faulty : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg& x) override {
+    if (x.content() == "fail") throw std::runtime_error("asked to fail");
+    return Msg(name(), "ok:" + x.content());
+  }
+  void observe(const Msg& x) override {
+    if (x.content() == "fail") throw std::runtime_error("observe asked to fail");
+  }
+};
+
+// Answers with a payload of kwargs["bytes"] (or the input's content) bytes.
+class BigReply : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg& x) override {
+    const std::size_t n = x.content().empty() ? kwargs().value("bytes", std::size_t{1} << 20)
+                                              : std::stoul(x.content());
+    std::vector<std::byte> payload(n);
+    for (std::size_t i = 0; i < n; ++i) payload[i] = static_cast<std::byte>(i * 7);
+    return Msg(name(), std::to_string(n)).set_payload(std::move(payload));
+  }
+};
+
+// A constructor that refuses bad kwargs.
+class Picky : public AgentBase {
+ public:
+  Picky(std::string name, Kwargs kwargs) : AgentBase(std::move(name), std::move(kwargs)) {
+    if (!this->kwargs().contains("level")) throw std::invalid_argument("Picky needs kwargs.level");
+  }
+  Msg reply(const Msg& x) override { return Msg(name(), x.content()); }
+};
+
+TROUPE_REGISTER_AGENT(Counter);
+TROUPE_REGISTER_AGENT(Sleeper);
+TROUPE_REGISTER_AGENT(Faulty);
+TROUPE_REGISTER_AGENT(BigReply);
+TROUPE_REGISTER_AGENT(Picky);
+
+}  // namespace troupe::test
