@@ -1,6 +1,8 @@
 #include "troupe/shm/futex.hpp"
+#include "troupe/shm/spsc_ring.hpp"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,6 +29,22 @@ int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
       ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr,
                 nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+}  // namespace troupe::shm
+
+namespace troupe::shm {
+
+bool asymmetric_barrier_available() noexcept {
+  // Once per process; a forked child inherits the registration (and this value) from its parent.
+  static const bool registered =
+      ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+  return registered;
+}
+
+void heavy_barrier() noexcept {
+  // Harmless without registration: then no producer relies on it (they use seq_cst).
+  ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 }
 
 }  // namespace troupe::shm

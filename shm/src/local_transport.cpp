@@ -63,8 +63,9 @@ class LocalListener final : public Listener {
       const auto now = Clock::now();
       if (now >= deadline) return nullptr;
       // The ring's sleeper handshake, on the rendezvous signal.
-      control.sleeping.exchange(1, std::memory_order_seq_cst);
+      // The ring's sleeper handshake (spsc_ring.hpp): the snapshot before the flag.
       const std::uint32_t signal = control.signal.load(std::memory_order_seq_cst);
+      control.sleeping.exchange(1, std::memory_order_seq_cst);
       bool any_ready = false;
       for (std::size_t i = 0; i < kConnectSlots && !any_ready; ++i) {
         any_ready = slot_of(segment_, i).state.load(std::memory_order_seq_cst) == kSlotReady;

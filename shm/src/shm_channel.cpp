@@ -14,6 +14,12 @@ namespace {
 
 constexpr std::size_t kFragmentHeaderBytes = sizeof(std::uint64_t);
 
+// A counter with one writer at a time (the send mutex or the receive lease serialises them):
+// a plain load and store, not a locked add, which on the hot path cost a third of send().
+void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 RingControl& ring_at(Segment& segment, std::size_t i, std::size_t capacity) {
   return *reinterpret_cast<RingControl*>(segment.base() + ring_offset(i, capacity));
 }
@@ -181,8 +187,8 @@ std::error_code ShmChannel::send(FrameBytes frame, Deadline deadline, bool flush
       offset += n;
     }
   }
-  frames_sent_.fetch_add(1, std::memory_order_relaxed);
-  bytes_sent_.fetch_add(frame.size(), std::memory_order_relaxed);
+  bump(frames_sent_, 1);
+  bump(bytes_sent_, frame.size());
   if (flush) producer_.publish();
   return {};
 }
@@ -237,8 +243,8 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
         }
         deliver(payload);
         ++delivered;
-        frames_received_.fetch_add(1, std::memory_order_relaxed);
-        bytes_received_.fetch_add(payload.size(), std::memory_order_relaxed);
+        bump(frames_received_, 1);
+        bump(bytes_received_, payload.size());
         break;
       case RecordType::kFragmentFirst: {
         std::uint64_t total = 0;
@@ -269,8 +275,8 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
         if (last) {
           deliver(partial_);
           ++delivered;
-          frames_received_.fetch_add(1, std::memory_order_relaxed);
-          bytes_received_.fetch_add(partial_.size(), std::memory_order_relaxed);
+          bump(frames_received_, 1);
+          bump(bytes_received_, partial_.size());
           partial_expected_ = 0;
           if (partial_.capacity() > consumer_.capacity()) partial_ = {};  // give big buffers back
         }

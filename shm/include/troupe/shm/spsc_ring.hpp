@@ -11,17 +11,28 @@
 // Publication is batched: try_write() appends records privately; publish() makes all of them
 // visible with one store. The consumer likewise releases space in batches (publish_head()).
 //
-// Sleeper handshake (data; space is the mirror image). The consumer, finding the ring empty:
-//   C1 consumer_sleeping.exchange(1)   C2 s = data_signal.load()   C3 re-check tail
-//   C4 futex_wait(data_signal, s)
+// Sleeper handshake (data; space is the mirror image) — an asymmetric Dekker. The consumer,
+// finding the ring empty, before it sleeps:
+//   C1 s = data_signal.load()   C2 consumer_sleeping.exchange(1)   C2' heavy_barrier()
+//   C3 re-check tail            C4 futex_wait(data_signal, s)
 // The producer, in publish():
-//   P1 tail.store(t)   P2 if consumer_sleeping.load() && exchange(0): data_signal++, futex_wake
-// All seq_cst: in their single total order, either C3 follows P1 (the consumer sees the data
-// and does not sleep) or C1 precedes P2 (the producer sees the flag and wakes it; the increment
-// follows C2, so futex_wait's own check of data_signal catches a wake that precedes C4). Read-
-// modify-writes and seq_cst accesses rather than fences: g++ 12 rejects atomic_thread_fence
-// under -fsanitize=thread. The producer pays the flag load only, and the wake system call only
-// when someone sleeps.
+//   P1 tail.store(t, release)   P1' compiler fence   P2 if consumer_sleeping.load(relaxed):
+//   exchange(0), data_signal++, futex_wake
+// heavy_barrier() is membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED): every running thread of every
+// registered process executes a full fence. So either the producer's P2 runs after that fence
+// and sees the flag, or its P1 is visible to C3. In the first case its increment of the signal
+// follows C1, so futex_wait's own comparison with `s` catches a wake that precedes C4 (the
+// snapshot must come before the flag: taken after it, it could already include the increment
+// of a producer whose P1 the re-check missed). No wake-up is lost, and the producer's hot path
+// pays a plain store and a plain load instead of a locked instruction (a seq_cst store is an
+// xchg on x86: it cost 1.6x of a raw ring's round trip here). The sleeper pays the barrier
+// (~1 us), only after its spin and yield phases. A process whose membarrier registration fails
+// (old kernel, seccomp) uses seq_cst stores and loads instead, which need no barrier.
+// Read-modify-writes and seq_cst accesses rather than fences: g++ 12 rejects
+// atomic_thread_fence under -fsanitize=thread.
+//
+// Publication pads the tail to the next 64-byte line (a padding record the consumer skips), so
+// that a record published alone never shares a line with the one the consumer is reading.
 #include <algorithm>
 #include <atomic>
 #include <cassert>
@@ -34,6 +45,12 @@
 #include "troupe/shm/ring_layout.hpp"
 
 namespace troupe::shm {
+
+/// Registers this process for membarrier(GLOBAL_EXPEDITED) once; true when it may take the
+/// asymmetric fast path (see the handshake above).
+bool asymmetric_barrier_available() noexcept;
+/// The sleeper's side of the handshake: a full fence on every running registered thread.
+void heavy_barrier() noexcept;
 
 /// Initialises a ring's control block in freshly created (zeroed) memory.
 inline void initialize_ring(RingControl& ring, std::size_t capacity) noexcept {
@@ -69,7 +86,8 @@ class SpscRingProducer {
         capacity_(ring.capacity),
         tail_(ring.tail.load(std::memory_order_relaxed)),
         published_(tail_),
-        head_cache_(ring.head.load(std::memory_order_acquire)) {}
+        head_cache_(ring.head.load(std::memory_order_acquire)),
+        asymmetric_(asymmetric_barrier_available()) {}
 
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t max_payload() const noexcept { return max_record_payload(capacity_); }
@@ -117,15 +135,34 @@ class SpscRingProducer {
   }
 
   /// Makes every record written since the last publish visible, and wakes a sleeping consumer.
-  void publish() noexcept {
+  /// `pad_to_line` false leaves the tail where it is (tests that place records at exact
+  /// positions).
+  void publish(bool pad_to_line = true) noexcept {
     if (tail_ == published_) return;
+    // Line-aligned publication (top of this file). The pad never crosses the end of the data
+    // area: the capacity is a multiple of 64.
+    if (const std::size_t misaligned = tail_ & 63; pad_to_line && misaligned != 0) {
+      const std::size_t pad = 64 - misaligned;
+      if (tail_ + pad - head_cache_ <= capacity_) {
+        write_header(data_ + (tail_ & (capacity_ - 1)),
+                     static_cast<std::uint32_t>(pad - sizeof(RecordHeader)), RecordType::kPadding);
+        tail_ += pad;
+      }
+    }
     // SYNC POINT: publishes the records in [published_, tail_); pairs with the consumer's
-    // acquire load of tail. seq_cst: step P1 of the sleeper handshake (top of this file).
-    ring_->tail.store(tail_, std::memory_order_seq_cst);
+    // acquire load of tail. Step P1 of the handshake.
+    bool sleeping;
+    if (asymmetric_) {
+      ring_->tail.store(tail_, std::memory_order_release);
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // P1': keep P2 after P1
+      sleeping = ring_->consumer_sleeping.load(std::memory_order_relaxed) != 0;
+    } else {
+      ring_->tail.store(tail_, std::memory_order_seq_cst);
+      sleeping = ring_->consumer_sleeping.load(std::memory_order_seq_cst) != 0;
+    }
     published_ = tail_;
-    // P2. The plain load is cheap (the line stays shared until a consumer goes to sleep).
-    if (ring_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-        ring_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+    // P2. The load is cheap: the line stays shared until a consumer goes to sleep.
+    if (sleeping && ring_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
       ring_->data_signal.fetch_add(1, std::memory_order_seq_cst);
       futex_wake(ring_->data_signal);
     }
@@ -143,8 +180,9 @@ class SpscRingProducer {
   /// bytes fits already. Returns true when it did not time out. The mirror of the consumer's
   /// handshake, on producer_sleeping and space_signal.
   bool sleep_for_space(std::size_t payload, std::chrono::nanoseconds timeout) noexcept {
-    ring_->producer_sleeping.exchange(1, std::memory_order_seq_cst);
     const std::uint32_t signal = ring_->space_signal.load(std::memory_order_seq_cst);
+    ring_->producer_sleeping.exchange(1, std::memory_order_seq_cst);
+    heavy_barrier();
     // seq_cst, not just acquire: the re-check takes part in the handshake's total order.
     head_cache_ = ring_->head.load(std::memory_order_seq_cst);
     if (fits(payload)) {
@@ -184,6 +222,7 @@ class SpscRingProducer {
   std::uint64_t tail_;        ///< end of the records written, published or not
   std::uint64_t published_;   ///< the tail the consumer can see
   std::uint64_t head_cache_;  ///< the consumer's head when last read: space known to be free
+  bool asymmetric_;           ///< this process takes the membarrier handshake's fast path
 };
 
 /// One record as the consumer sees it. The payload stays valid until publish_head().
@@ -200,7 +239,8 @@ class SpscRingConsumer {
         capacity_(ring.capacity),
         head_(ring.head.load(std::memory_order_relaxed)),
         released_(head_),
-        tail_cache_(ring.tail.load(std::memory_order_acquire)) {}
+        tail_cache_(ring.tail.load(std::memory_order_acquire)),
+        asymmetric_(asymmetric_barrier_available()) {}
 
   std::size_t capacity() const noexcept { return capacity_; }
 
@@ -214,6 +254,12 @@ class SpscRingConsumer {
         // records before it are fully written.
         tail_cache_ = ring_->tail.load(std::memory_order_acquire);
         if (head_ == tail_cache_) return std::nullopt;
+        // Fetch the newly published lines (up to 4) at once, so that their misses overlap
+        // instead of following one another through the header checks.
+        const std::uint64_t end = std::min<std::uint64_t>(tail_cache_, head_ + 256);
+        for (std::uint64_t p = head_ & ~std::uint64_t{63}; p < end; p += 64) {
+          __builtin_prefetch(data_ + (p & (capacity_ - 1)));
+        }
       }
       const std::size_t index = head_ & (capacity_ - 1);
       RecordHeader header;  // copied once: the peer cannot change it under our checks
@@ -243,11 +289,18 @@ class SpscRingConsumer {
   void publish_head() noexcept {
     if (head_ == released_) return;
     // SYNC POINT: our reads of [released_, head_) are done; pairs with the producer's acquire
-    // load of head before it overwrites them. seq_cst: the space handshake's store step.
-    ring_->head.store(head_, std::memory_order_seq_cst);
+    // load of head before it overwrites them. The space handshake's store step.
+    bool sleeping;
+    if (asymmetric_) {
+      ring_->head.store(head_, std::memory_order_release);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      sleeping = ring_->producer_sleeping.load(std::memory_order_relaxed) != 0;
+    } else {
+      ring_->head.store(head_, std::memory_order_seq_cst);
+      sleeping = ring_->producer_sleeping.load(std::memory_order_seq_cst) != 0;
+    }
     released_ = head_;
-    if (ring_->producer_sleeping.load(std::memory_order_seq_cst) != 0 &&
-        ring_->producer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+    if (sleeping && ring_->producer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
       ring_->space_signal.fetch_add(1, std::memory_order_seq_cst);
       futex_wake(ring_->space_signal);
     }
@@ -258,8 +311,9 @@ class SpscRingConsumer {
   /// Sleeps until the producer publishes (or `timeout`), unless a record is there already.
   /// Returns true when it did not time out. Steps C1-C4 of the handshake (top of this file).
   bool sleep_for_data(std::chrono::nanoseconds timeout) noexcept {
-    ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);               // C1
-    const std::uint32_t signal = ring_->data_signal.load(std::memory_order_seq_cst);  // C2
+    const std::uint32_t signal = ring_->data_signal.load(std::memory_order_seq_cst);  // C1
+    ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);               // C2
+    heavy_barrier();                                                               // C2'
     tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);                     // C3
     if (head_ != tail_cache_) {
       ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
@@ -279,6 +333,7 @@ class SpscRingConsumer {
   std::uint64_t head_;        ///< end of the records taken
   std::uint64_t released_;    ///< the head the producer can see
   std::uint64_t tail_cache_;  ///< the producer's tail when last read
+  bool asymmetric_;           ///< see SpscRingProducer::asymmetric_
   bool corrupt_ = false;
 };
 
