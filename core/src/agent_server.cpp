@@ -59,6 +59,12 @@ using namespace std::chrono_literals;
 constexpr auto kSendDeadline = std::chrono::seconds(30);
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
+constexpr auto kIdleReceive = std::chrono::milliseconds(50);
+/// How often a follower looks for a vacant receiver's role while an agent runs (the bound on
+/// how long a frame can wait behind a long reply()).
+constexpr auto kFollowerNap = std::chrono::milliseconds(1);
+/// A follower's sleep while no agent runs: the receiver wakes it when there is work.
+constexpr auto kFollowerIdle = std::chrono::milliseconds(100);
 
 FrameBuilder& reply_builder() {
   thread_local FrameBuilder builder;
@@ -211,15 +217,20 @@ void AgentServer::worker_loop() {
     }
     // A follower: nap until work is handed over, or a millisecond passes (then look for a
     // vacant receiver's role: the receiver may be running a long reply()).
-    sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
+    // The signal's snapshot comes before the flag (the ring's handshake, spsc_ring.hpp).
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
+    sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
     bool idle;
     {
       std::lock_guard lock(runnable_mutex_);
       idle = runnable_.empty();
     }
     if (idle && !stopping_.load(std::memory_order_acquire)) {
-      detail::futex_wait_private(work_signal_, signal, 1ms);
+      // While an agent runs, the receiver's role may be vacant: look again soon. Otherwise
+      // sleep until woken (no CPU for an idle server).
+      detail::futex_wait_private(
+          work_signal_, signal,
+          running_.load(std::memory_order_acquire) > 0 ? kFollowerNap : kFollowerIdle);
     }
     sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -249,8 +260,9 @@ bool AgentServer::receive(bool may_block) {
   for (const auto& client : clients) poll_one(client, now);
   if (any || !may_block) return any;
   if (clients.size() == 1) {
-    // One client: wait on its ring (spin, yield, then its futex doorbell) for a millisecond.
-    poll_one(clients.front(), Clock::now() + 1ms);
+    // One client: wait on its ring (spin, yield, then its futex doorbell). The deadline only
+    // bounds how long stop() may take to be noticed; an idle server costs no CPU meanwhile.
+    poll_one(clients.front(), Clock::now() + kIdleReceive);
     return any;
   }
   // Several clients (or none): look around for a while, yielding, before a short nap.
@@ -386,6 +398,18 @@ void AgentServer::make_runnable(const AgentPtr& agent) {
 }
 
 void AgentServer::run_agent(const AgentPtr& served) {
+  // Someone must keep receiving while this agent runs, if another agent could run meanwhile:
+  // on a server with several agents, wake a sleeping follower (a lone agent's calls run one at
+  // a time anyway, so a server with one agent skips the wake-up).
+  if (running_.fetch_add(1, std::memory_order_acq_rel) == 0 && hosts_several_agents() &&
+      sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
+    work_signal_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_private(work_signal_, 1);
+  }
+  struct Done {
+    std::atomic<int>& running;
+    ~Done() { running.fetch_sub(1, std::memory_order_acq_rel); }
+  } done{running_};
   for (int turn = 0;; ++turn) {
     ServedCall call;
     {
@@ -441,6 +465,11 @@ void AgentServer::run_agent(const AgentPtr& served) {
     ++served->calls;
   }
   make_runnable(served);
+}
+
+bool AgentServer::hosts_several_agents() const {
+  std::lock_guard lock(agents_mutex_);
+  return agents_.size() > 1;
 }
 
 void AgentServer::drop_client(const ClientPtr& client) {

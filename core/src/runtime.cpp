@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "troupe/core/agent_server.hpp"
@@ -23,6 +24,7 @@ constexpr auto kSpin = 20us;          // waiting: spin this long...
 constexpr auto kYield = 300us;        // ...then yield this long, then sleep in slices of
 constexpr auto kSleepSlice = 1ms;     // this length (futex on the ring's doorbell)
 constexpr auto kQuietBeforePump = 1ms;  // the background pump waits for a quiet program
+constexpr auto kMultiLinkNap = 100us;
 constexpr auto kStartTimeout = 10s;
 
 std::atomic<Runtime*> g_runtime{nullptr};
@@ -249,7 +251,15 @@ void Runtime::retire_idle_links() {
         ++it;
       }
     }
-    if (!retired.empty()) links_version_.fetch_add(1, std::memory_order_release);
+    if (!retired.empty()) {
+      links_version_.fetch_add(1, std::memory_order_release);
+      // A retired link must not be handed to the next agent that attaches to its port.
+      for (auto it = attached_.begin(); it != attached_.end();) {
+        auto link = it->second.lock();
+        const bool gone = !link || std::find(retired.begin(), retired.end(), link) != retired.end();
+        it = gone ? attached_.erase(it) : std::next(it);
+      }
+    }
   }
   // Closing a launched server's channel ends that server.
   for (auto& link : retired) {
@@ -287,9 +297,14 @@ void Runtime::drive(ResultState& state, Deadline until) {
     }
     const Deadline slice = std::min({until, state.deadline, now + kSleepSlice});
     if (busy.size() == 1) {
-      busy.front()->pump(slice);  // sleeps on that ring's doorbell
+      // Sleeps on that ring's doorbell; returns at once if another thread is delivering on
+      // it, and then this one naps instead of spinning against it.
+      if (busy.front()->pump(slice) == 0 && Clock::now() < slice) {
+        state.nap(std::min<std::chrono::nanoseconds>(slice - Clock::now(), kMultiLinkNap));
+      }
     } else {
-      state.nap(slice - now);  // several servers (or a deferred call): look again shortly
+      // Several servers (or a deferred call): no single doorbell to sleep on; look again soon.
+      state.nap(std::min<std::chrono::nanoseconds>(slice - now, kMultiLinkNap));
     }
     expire_all(Clock::now());
   }

@@ -15,6 +15,13 @@ namespace {
 constexpr int kFirstPickedPort = 20000;
 constexpr int kLastPickedPort = 59999;
 
+// A server's end sleeps in longer slices: an idle server then wakes 20 times a second, not
+// 200, and a client that died is still noticed (the fork server also ends orphaned servers).
+WaitPolicy server_wait(WaitPolicy policy) {
+  policy.sleep_slice = std::max<std::chrono::nanoseconds>(policy.sleep_slice, std::chrono::milliseconds(50));
+  return policy;
+}
+
 bool is_local_host(const std::string& host) {
   return host.empty() || host == "localhost" || host == "127.0.0.1" || host == "::1";
 }
@@ -54,7 +61,7 @@ class LocalListener final : public Listener {
         std::string name(slot.channel_name, strnlen(slot.channel_name, kChannelNameBytes));
         slot.state.store(kSlotFree, std::memory_order_release);  // SYNC POINT: slot reusable
         try {
-          auto channel = ShmChannel::attach(name, ChannelSide::kServer, options_.wait);
+          auto channel = ShmChannel::attach(name, ChannelSide::kServer, server_wait(options_.wait));
           return channel;
         } catch (const Error&) {
           continue;  // a client that gave up (or lied): serve the others
@@ -180,7 +187,7 @@ std::pair<std::unique_ptr<Channel>, std::string> LocalTransport::make_child_chan
 }
 
 std::unique_ptr<Channel> LocalTransport::attach_child_channel(const std::string& token) {
-  return ShmChannel::attach(token, ChannelSide::kServer, options_.wait);
+  return ShmChannel::attach(token, ChannelSide::kServer, server_wait(options_.wait));
 }
 
 }  // namespace troupe::shm

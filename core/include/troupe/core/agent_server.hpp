@@ -6,9 +6,10 @@
 // Workers follow a leader/followers scheme: one worker at a time receives (polls the channels),
 // puts each call in its agent's mailbox in arrival order, and marks an idle agent runnable; a
 // worker runs a runnable agent's mailbox. The receiver wakes a sleeping follower only when more
-// than one agent became runnable, so a lone call costs no kernel wake-up; sleeping followers
-// also wake every millisecond and take the receiver's role if it is vacant, which bounds how
-// long a frame can wait behind a long reply().
+// than one agent became runnable, so a lone call costs no kernel wake-up. While an agent runs
+// on a server that hosts several, a sleeping follower is woken and looks every millisecond for
+// a vacant receiver's role, which bounds how long a frame can wait behind a long reply(); an
+// idle server sleeps on its ring's doorbell and costs no CPU.
 #include <sys/types.h>
 
 #include <atomic>
@@ -87,6 +88,7 @@ class AgentServer {
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
                           const std::string& kwargs_json, std::string& error);
   void drop_client(const ClientPtr& client);
+  bool hosts_several_agents() const;
   std::string info_json() const;
 
   AgentServerOptions options_;
@@ -106,6 +108,7 @@ class AgentServer {
   std::atomic<bool> receiving_{false};      // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};
+  std::atomic<int> running_{0};  // workers running an agent's mailbox
   std::atomic<std::uint64_t> malformed_{0};
 
   std::unique_ptr<Listener> listener_;

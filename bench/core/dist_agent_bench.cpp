@@ -1,0 +1,197 @@
+// Troupe's runtime end to end: a call through placeholder, dispatcher, FlatBuffers, rings and
+// the child's reply(). Each figure has its baseline in the same run:
+//   - the round trip of a minimal raw shared-memory ring between two processes (the foundation
+//     benchmark's baseline) for a sequential call;
+//   - the same calls with ready inputs (direct path) for calls that must wait in the graph.
+//
+//   build/release/bench/dist_agent_bench
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <thread>
+
+#include <troupe/troupe.hpp>
+
+#include "support/raw_ring.hpp"
+#include "troupe/core/child_process.hpp"
+#include "troupe/core/detail/cpu_relax.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+class Echo : public troupe::AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  troupe::Msg reply(const troupe::Msg& x) override { return troupe::Msg(name(), x.content()); }
+  troupe::Msg reply(const std::vector<troupe::Msg>& xs) override {
+    return troupe::Msg(name(), xs.empty() ? std::string() : xs.back().content());
+  }
+};
+TROUPE_REGISTER_AGENT(Echo);
+
+const std::string kContent(100, 'x');  // a 100-byte content, as the figure says
+
+// Baseline: 64-byte round trips over the foundation benchmark's raw ring (both sides spin).
+void BM_RawRingRoundTrip(benchmark::State& state) {
+  constexpr std::uint64_t kStop = ~std::uint64_t{0};
+  troupe::bench::RawRings<64> rings(2, 1024);
+  auto child = troupe::ChildProcess::fork([&] {
+    auto in = rings.consumer(0);
+    auto out = rings.producer(1);
+    for (;;) {
+      const std::byte* m;
+      while ((m = in.front()) == nullptr) troupe::cpu_relax();
+      std::byte copy[64];
+      std::memcpy(copy, m, sizeof copy);
+      in.pop();
+      in.release();
+      std::uint64_t seq;
+      std::memcpy(&seq, copy, sizeof seq);
+      if (seq == kStop) return 0;
+      while (!out.try_push(copy)) troupe::cpu_relax();
+    }
+  });
+  auto out = rings.producer(0);
+  auto in = rings.consumer(1);
+  std::byte msg[64] = {};
+  std::uint64_t seq = 0;
+  for (auto _ : state) {
+    std::memcpy(msg, &seq, sizeof seq);
+    ++seq;
+    while (!out.try_push(msg)) troupe::cpu_relax();
+    const std::byte* reply;
+    while ((reply = in.front()) == nullptr) troupe::cpu_relax();
+    benchmark::DoNotOptimize(reply);
+    in.pop();
+    in.release();
+  }
+  seq = kStop;
+  std::memcpy(msg, &seq, sizeof seq);
+  while (!out.try_push(msg)) troupe::cpu_relax();
+  child.wait();
+}
+BENCHMARK(BM_RawRingRoundTrip)->UseRealTime()->MinTime(0.5);
+
+// x = a(x); x.content(): the whole runtime, one call at a time.
+void BM_SequentialCall(benchmark::State& state) {
+  auto a = Echo("A").to_dist({.lazy_launch = false});
+  troupe::Msg x("user", kContent, "user");
+  for (int i = 0; i < 1000; ++i) x = a(x), (void)x.content();  // warm up
+  for (auto _ : state) {
+    x = a(x);
+    benchmark::DoNotOptimize(x.content().size());
+  }
+}
+BENCHMARK(BM_SequentialCall)->UseRealTime()->MinTime(0.5);
+
+// Many independent calls in flight to one child agent, inputs ready.
+void BM_CallsInFlight(benchmark::State& state) {
+  const auto in_flight = static_cast<std::size_t>(state.range(0));
+  auto a = Echo("A").to_dist({.lazy_launch = false});
+  const troupe::Msg x("user", kContent, "user");
+  std::vector<troupe::Msg> results;
+  results.reserve(in_flight);
+  for (auto _ : state) {
+    results.clear();
+    for (std::size_t i = 0; i < in_flight; ++i) results.push_back(a(x));
+    troupe::wait_all(results);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * in_flight));
+}
+BENCHMARK(BM_CallsInFlight)->Arg(64)->Arg(1024)->UseRealTime()->MinTime(1.0);
+
+// Calls that must wait: each takes a pending input, so each goes through the agent's lane in
+// the flow graph (sequencer_node, serial function_node). Timed from the input's resolution
+// to the last reply; the "ready" variant makes the same calls with a resolved input (direct
+// path) as the baseline.
+void BM_CallsThatWait(benchmark::State& state) {
+  const bool wait = state.range(0) != 0;
+  constexpr std::size_t kCalls = 256;
+  auto a = Echo("A").to_dist({.lazy_launch = false});
+  std::vector<troupe::Msg> results;
+  results.reserve(kCalls);
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto gate = std::make_shared<troupe::detail::ResultState>(troupe::detail::Runtime::get());
+    troupe::Msg input = wait ? troupe::Msg::placeholder(gate) : troupe::Msg("user", kContent);
+    results.clear();
+    if (wait) {
+      for (std::size_t i = 0; i < kCalls; ++i) results.push_back(a(input));
+    }
+    state.ResumeTiming();
+    if (wait) {
+      gate->resolve(troupe::Msg("user", kContent));
+    } else {
+      for (std::size_t i = 0; i < kCalls; ++i) results.push_back(a(input));
+    }
+    troupe::wait_all(results);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kCalls));
+  state.SetLabel(wait ? "inputs pending (flow graph)" : "inputs ready (direct)");
+}
+BENCHMARK(BM_CallsThatWait)->Arg(0)->Arg(1)->UseRealTime()->MinTime(1.0);
+
+// Fan-out/fan-in: 8 agents, 8 calls in flight each, then one agent gathers all 64 results.
+void BM_FanOutFanIn(benchmark::State& state) {
+  const int children = static_cast<int>(state.range(0));
+  std::vector<troupe::DistAgent> agents;
+  for (int i = 0; i < 8; ++i) {
+    const std::string name = "W" + std::to_string(i);
+    if (i < children) {
+      agents.push_back(Echo(name).to_dist({.lazy_launch = false}));
+    } else {
+      agents.push_back(Echo(name).to_dist({.port = agents[i % children].port(), .launch_server = false}));
+    }
+  }
+  auto gather = Echo("G").to_dist({.lazy_launch = false});
+  const troupe::Msg x("user", kContent, "user");
+  std::vector<troupe::Msg> results;
+  for (auto _ : state) {
+    results.clear();
+    for (int round = 0; round < 8; ++round) {
+      for (auto& agent : agents) results.push_back(agent(x));
+    }
+    benchmark::DoNotOptimize(gather(results).content().size());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * 65));
+  state.SetLabel(std::to_string(children) + " children");
+}
+BENCHMARK(BM_FanOutFanIn)->Arg(8)->Arg(2)->UseRealTime()->MinTime(1.0);
+
+// Start-up: to_dist plus the first call, for 100 agents.
+void BM_StartUp(benchmark::State& state) {
+  const bool shared = state.range(0) != 0;
+  for (auto _ : state) {
+    std::vector<troupe::DistAgent> agents;
+    std::vector<troupe::Msg> first;
+    for (int i = 0; i < 100; ++i) {
+      const std::string name = "S" + std::to_string(i);
+      if (shared && i > 0) {
+        agents.push_back(Echo(name).to_dist({.port = agents[0].port(), .launch_server = false}));
+      } else {
+        agents.push_back(Echo(name).to_dist());
+      }
+      first.push_back(agents.back()(troupe::Msg("user", "hi")));
+    }
+    troupe::wait_all(first);
+    state.PauseTiming();
+    agents.clear();
+    first.clear();
+    std::this_thread::sleep_for(200ms);  // let the servers exit before the next round
+    state.ResumeTiming();
+  }
+  state.SetLabel(shared ? "100 agents on one child" : "100 agents, one child each");
+}
+BENCHMARK(BM_StartUp)->Arg(0)->Arg(1)->UseRealTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  troupe::init(argc, argv);  // before Google Benchmark or TBB start any thread
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
