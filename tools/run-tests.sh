@@ -20,7 +20,8 @@ run_preset dev
 run_preset asan -L 'core|shm'
 # TSan needs the address-space layout it was built for: newer kernels randomise mmap more than
 # g++ 12's TSan accepts, so its tests run with randomisation off (setarch -R).
-TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" RUNNER="setarch $(uname -m) -R" \
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp ${TSAN_OPTIONS:-}" \
+  RUNNER="setarch $(uname -m) -R" \
   run_preset tsan -L 'core|shm'
 
 leftover=$(ls /dev/shm | grep '^troupe\.' || true)
