@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-
 #include <troupe/troupe.hpp>
 
 namespace {

@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
-
 #include <troupe/troupe.hpp>
 
 namespace {

@@ -36,11 +36,13 @@ int serve(const std::string& name) {
             return;
           }
           if (env->kind() == troupe::wire::Kind::Ping) {
-            auto pong = builder.build({.kind = troupe::wire::Kind::Pong, .call_id = env->call_id()});
+            auto pong =
+                builder.build({.kind = troupe::wire::Kind::Pong, .call_id = env->call_id()});
             (void)channel->send(pong, Clock::now() + 10s);
           } else if (env->call_id() == kStreamEnd) {
             auto done = builder.build({.kind = troupe::wire::Kind::Data,
-                                       .call_id = stream_frames, .agent_id = stream_sum});
+                                       .call_id = stream_frames,
+                                       .agent_id = stream_sum});
             (void)channel->send(done, Clock::now() + 10s);
             stream_frames = stream_sum = 0;
           } else {
@@ -133,8 +135,8 @@ int main(int argc, char** argv) {
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const bool ok = got_frames == std::uint64_t(stream_frames) && got_sum == expected_sum;
-  std::printf("stream (%ld envelopes of %zu bytes): %.2f M frames/s, checksum %s\n",
-              stream_frames, end.size(), stream_frames / seconds / 1e6, ok ? "ok" : "MISMATCH");
+  std::printf("stream (%ld envelopes of %zu bytes): %.2f M frames/s, checksum %s\n", stream_frames,
+              end.size(), stream_frames / seconds / 1e6, ok ? "ok" : "MISMATCH");
   channel->close();
   const int status = child.wait();
   std::printf("child %s\n", troupe::describe_exit(status).c_str());

@@ -9,7 +9,6 @@
 
 #include <cstring>
 #include <thread>
-
 #include <troupe/troupe.hpp>
 
 #include "support/raw_ring.hpp"
@@ -141,7 +140,8 @@ void BM_FanOutFanIn(benchmark::State& state) {
     if (i < children) {
       agents.push_back(Echo(name).to_dist({.lazy_launch = false}));
     } else {
-      agents.push_back(Echo(name).to_dist({.port = agents[i % children].port(), .launch_server = false}));
+      agents.push_back(
+          Echo(name).to_dist({.port = agents[i % children].port(), .launch_server = false}));
     }
   }
   auto gather = Echo("G").to_dist({.lazy_launch = false});

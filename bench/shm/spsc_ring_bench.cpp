@@ -53,6 +53,7 @@
 #include <string_view>
 #include <vector>
 
+#include "support/raw_ring.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/error.hpp"
 #include "troupe/shm/futex.hpp"
@@ -60,7 +61,6 @@
 #include "troupe/shm/shm_channel.hpp"
 #include "troupe/shm/spsc_ring.hpp"
 #include "troupe/shm/wait_strategy.hpp"
-#include "support/raw_ring.hpp"
 
 namespace {
 

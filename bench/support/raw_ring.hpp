@@ -16,7 +16,8 @@
 
 namespace troupe::bench {
 
-constexpr std::size_t kLine = troupe::shm::kFalseSharingRange;  // 128: adjacent-line prefetch pairs lines
+constexpr std::size_t kLine =
+    troupe::shm::kFalseSharingRange;  // 128: adjacent-line prefetch pairs lines
 
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
 [[noreturn]] void fail_errno(const std::string& call) { fail(call + ": " + std::strerror(errno)); }

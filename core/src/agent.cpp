@@ -45,8 +45,8 @@ Msg AgentBase::operator()(std::vector<Msg> xs) {
       c.result->resolve(reply(c.inputs));
     } catch (const std::exception& e) {
       // The same failure a distributed agent reports, so placement never changes results.
-      c.result->fail(std::make_exception_ptr(RemoteError(
-          "agent '" + name_ + "' (class " + class_name() + ") raised: " + e.what())));
+      c.result->fail(std::make_exception_ptr(
+          RemoteError("agent '" + name_ + "' (class " + class_name() + ") raised: " + e.what())));
     } catch (...) {
       c.result->fail(std::make_exception_ptr(
           RemoteError("agent '" + name_ + "' raised a non-standard exception")));

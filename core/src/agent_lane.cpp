@@ -13,7 +13,7 @@ tbb::flow::graph& dispatcher_graph() {
 void AgentLane::execute(LaneCall& call) {
   for (const Msg& input : call.inputs) {
     if (std::exception_ptr error = input.error()) {  // resolved by now: does not block
-      call.result->fail(error);  // fails "the same way" as its input
+      call.result->fail(error);                      // fails "the same way" as its input
       return;
     }
   }

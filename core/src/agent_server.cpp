@@ -245,8 +245,8 @@ bool AgentServer::receive(bool may_block) {
   bool any = false;
   auto poll_one = [&](const ClientPtr& client, Deadline deadline) {
     std::error_code ec;
-    const std::size_t n = client->channel->poll(
-        [&](FrameBytes frame) { on_frame(client, frame); }, kReceiveBatch, deadline, ec);
+    const std::size_t n = client->channel->poll([&](FrameBytes frame) { on_frame(client, frame); },
+                                                kReceiveBatch, deadline, ec);
     any |= n > 0;
     if (ec == Errc::kClosed || ec == Errc::kPeerDead || ec == Errc::kMalformedFrame) {
       if (ec == Errc::kMalformedFrame) {
@@ -301,11 +301,11 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
       if (it == client->handles.end()) {
         if (env->kind() == wire::Kind::Release) return;
         auto failed = client->failed_handles.find(env->agent_id());
-        send_error(*client, call_id,
-                   failed != client->failed_handles.end()
-                       ? failed->second
-                       : "no agent is bound to id " + std::to_string(env->agent_id()) +
-                             " on this server");
+        send_error(
+            *client, call_id,
+            failed != client->failed_handles.end()
+                ? failed->second
+                : "no agent is bound to id " + std::to_string(env->agent_id()) + " on this server");
         return;
       }
       AgentPtr agent = it->second;
@@ -360,9 +360,9 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
         agent->deleted = true;
       }
       if (removed.empty() && env->kind() == wire::Kind::Delete) {
-        send_error(*client, call_id,
-                   "no agent named '" + (inputs.empty() ? "" : inputs[0].name()) +
-                       "' on this server");
+        send_error(
+            *client, call_id,
+            "no agent named '" + (inputs.empty() ? "" : inputs[0].name()) + "' on this server");
       } else {
         send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id});
       }
@@ -427,7 +427,8 @@ void AgentServer::run_agent(const AgentPtr& served) {
       case wire::Kind::Call:
         try {
           std::vector<Msg> result{served->agent->reply(call.inputs)};
-          send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id, .messages = result});
+          send_to(client,
+                  {.kind = wire::Kind::Result, .call_id = call.call_id, .messages = result});
         } catch (const std::exception& e) {
           send_error(client, call.call_id, served->describe() + " raised: " + e.what());
         } catch (...) {
@@ -522,12 +523,14 @@ std::string AgentServer::info_json() const {
   ServerInfo i = info();
   nlohmann::json agents = nlohmann::json::array();
   for (const auto& a : i.agents) {
-    agents.push_back({{"name", a.name}, {"class", a.class_name}, {"queue_depth", a.queue_depth},
+    agents.push_back({{"name", a.name},
+                      {"class", a.class_name},
+                      {"queue_depth", a.queue_depth},
                       {"calls", a.calls}});
   }
-  return nlohmann::json{{"pid", i.pid},         {"port", i.port},
-                        {"rss_bytes", i.rss_bytes}, {"clients", i.clients},
-                        {"agents", agents},     {"malformed_frames", i.malformed_frames}}
+  return nlohmann::json{
+      {"pid", i.pid},         {"port", i.port},   {"rss_bytes", i.rss_bytes},
+      {"clients", i.clients}, {"agents", agents}, {"malformed_frames", i.malformed_frames}}
       .dump();
 }
 

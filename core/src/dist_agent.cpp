@@ -32,8 +32,8 @@ void check_options(const DistOptions& o) {
                 ": must be in [0, 65535] (0 picks a free one)");
   }
   if (!o.local_mode || !is_local_host(o.host)) {
-    throw Error("to_dist: host = '" + o.host + "', local_mode = " +
-                (o.local_mode ? "true" : "false") +
+    throw Error("to_dist: host = '" + o.host +
+                "', local_mode = " + (o.local_mode ? "true" : "false") +
                 ": reaching a server over TCP needs the network transport, which this build "
                 "does not have yet; use local_mode = true with host 'localhost'");
   }
@@ -60,8 +60,8 @@ DistAgent AgentBase::to_dist(const DistOptions& options) const {
   const std::string class_name = detail::AgentRegistry::instance().name_of(typeid(*this));
   if (class_name.empty()) {
     const std::string type = demangle(typeid(*this).name());
-    throw Error("to_dist: class " + type + " is not registered: add TROUPE_REGISTER_AGENT(" +
-                type + ") to a source file");
+    throw Error("to_dist: class " + type + " is not registered: add TROUPE_REGISTER_AGENT(" + type +
+                ") to a source file");
   }
   check_options(options);
   detail::Runtime::require("to_dist");
@@ -146,7 +146,8 @@ ServerInfo ServerHandle::info() const {
   info.malformed_frames = j.value("malformed_frames", std::size_t{0});
   for (const auto& a : j.value("agents", nlohmann::json::array())) {
     info.agents.push_back({a.value("name", ""), a.value("class", ""),
-                           a.value("queue_depth", std::size_t{0}), a.value("calls", std::uint64_t{0})});
+                           a.value("queue_depth", std::size_t{0}),
+                           a.value("calls", std::uint64_t{0})});
   }
   return info;
 }

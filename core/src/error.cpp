@@ -8,14 +8,22 @@ class TroupeCategory final : public std::error_category {
   const char* name() const noexcept override { return "troupe"; }
   std::string message(int ev) const override {
     switch (static_cast<Errc>(ev)) {
-      case Errc::kTimeout: return "timed out";
-      case Errc::kPeerDead: return "peer process died";
-      case Errc::kClosed: return "channel closed";
-      case Errc::kMessageTooLarge: return "message larger than the size limit";
-      case Errc::kMalformedFrame: return "malformed frame";
-      case Errc::kLayoutMismatch: return "shared-memory layout mismatch";
-      case Errc::kNoSpace: return "no space left for the shared-memory segment";
-      case Errc::kInvalidArgument: return "invalid argument";
+      case Errc::kTimeout:
+        return "timed out";
+      case Errc::kPeerDead:
+        return "peer process died";
+      case Errc::kClosed:
+        return "channel closed";
+      case Errc::kMessageTooLarge:
+        return "message larger than the size limit";
+      case Errc::kMalformedFrame:
+        return "malformed frame";
+      case Errc::kLayoutMismatch:
+        return "shared-memory layout mismatch";
+      case Errc::kNoSpace:
+        return "no space left for the shared-memory segment";
+      case Errc::kInvalidArgument:
+        return "invalid argument";
     }
     return "unknown troupe error " + std::to_string(ev);
   }

@@ -26,7 +26,8 @@ constexpr std::size_t kMaxMessage = 1 << 16;
 
 bool send_json(int socket, const nlohmann::json& j) {
   const std::string text = j.dump();
-  return ::send(socket, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  return ::send(socket, text.data(), text.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(text.size());
 }
 
 // Receives one message; nullopt on end of stream or error.

@@ -1,13 +1,13 @@
 #include "troupe/core/msg.hpp"
 
-#include "troupe/core/channel.hpp"
-#include "troupe/core/detail/result_state.hpp"
-
 #include <pthread.h>
 
 #include <atomic>
 #include <chrono>
 #include <random>
+
+#include "troupe/core/channel.hpp"
+#include "troupe/core/detail/result_state.hpp"
 
 namespace troupe {
 
@@ -49,9 +49,7 @@ Msg::Msg(std::string name, std::string content, std::string role) {
                              .count();
 }
 
-const Msg::Fields& Msg::fields() const {
-  return state_ ? state_->value().fields_ : fields_;
-}
+const Msg::Fields& Msg::fields() const { return state_ ? state_->value().fields_ : fields_; }
 
 void Msg::materialize() {
   if (state_) {
@@ -76,8 +74,7 @@ bool Msg::ready() const noexcept { return !state_ || state_->settled(); }
 bool Msg::wait_for(std::chrono::nanoseconds timeout) const {
   if (ready()) return true;
   const auto now = Clock::now();
-  const Deadline deadline =
-      timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
   return state_->wait_until(deadline);
 }
 

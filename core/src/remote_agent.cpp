@@ -39,14 +39,15 @@ void RemoteAgent::ensure_placed() {
   if (link_) return;
   try {
     Runtime& runtime = Runtime::require("to_dist");
-    std::shared_ptr<ServerLink> link =
-        options_.launch_server ? runtime.launch(options_, nullptr)
-                               : runtime.connect(options_.host, options_.port);
-    if (options_.launch_server && !options_.lazy_launch) link->wait_ready(Clock::now() + kStartTimeout);
+    std::shared_ptr<ServerLink> link = options_.launch_server
+                                           ? runtime.launch(options_, nullptr)
+                                           : runtime.connect(options_.host, options_.port);
+    if (options_.launch_server && !options_.lazy_launch)
+      link->wait_ready(Clock::now() + kStartTimeout);
     agent_id_ = link->new_agent_id();
     // Created (or attached to, by name) in the server; a failure there fails later calls.
-    std::vector<Msg> description{Msg().set_name(name_).set_content(class_name_).set_metadata(
-        kwargs_.dump())};
+    std::vector<Msg> description{
+        Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_.dump())};
     link->request(wire::Kind::Create, agent_id_, description,
                   std::make_shared<ResultState>(Runtime::get()), describe());
     link_ = std::move(link);

@@ -20,9 +20,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto kSpin = 20us;          // waiting: spin this long...
-constexpr auto kYield = 300us;        // ...then yield this long, then sleep in slices of
-constexpr auto kSleepSlice = 1ms;     // this length (futex on the ring's doorbell)
+constexpr auto kSpin = 20us;            // waiting: spin this long...
+constexpr auto kYield = 300us;          // ...then yield this long, then sleep in slices of
+constexpr auto kSleepSlice = 1ms;       // this length (futex on the ring's doorbell)
 constexpr auto kQuietBeforePump = 1ms;  // the background pump waits for a quiet program
 constexpr auto kMultiLinkNap = 100us;
 constexpr auto kStartTimeout = 10s;
@@ -224,8 +224,7 @@ void Runtime::on_exit(pid_t pid, int status) {
   }
 }
 
-std::size_t Runtime::pump_all(Deadline deadline,
-                              std::vector<std::shared_ptr<ServerLink>>* busy) {
+std::size_t Runtime::pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy) {
   std::size_t handled = 0;
   for (const auto& link : links()) {
     if (link->outstanding() == 0) continue;

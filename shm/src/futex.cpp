@@ -1,5 +1,4 @@
 #include "troupe/shm/futex.hpp"
-#include "troupe/shm/spsc_ring.hpp"
 
 #include <linux/futex.h>
 #include <linux/membarrier.h>
@@ -8,6 +7,8 @@
 
 #include <cerrno>
 #include <ctime>
+
+#include "troupe/shm/spsc_ring.hpp"
 
 namespace troupe::shm {
 
@@ -19,15 +20,14 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
   // FUTEX_WAIT (shared): the kernel re-checks *word == expected atomically with queueing us, so
   // a wake between the caller's last check and this call is not lost.
-  long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected,
-                      &ts, nullptr, 0);
+  long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts,
+                      nullptr, 0);
   return rc == 0 || errno != ETIMEDOUT;
 }
 
 int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
-  long rc =
-      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr,
-                nullptr, 0);
+  long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count,
+                      nullptr, nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
 }
 

@@ -18,7 +18,8 @@ constexpr int kLastPickedPort = 59999;
 // A server's end sleeps in longer slices: an idle server then wakes 20 times a second, not
 // 200, and a client that died is still noticed (the fork server also ends orphaned servers).
 WaitPolicy server_wait(WaitPolicy policy) {
-  policy.sleep_slice = std::max<std::chrono::nanoseconds>(policy.sleep_slice, std::chrono::milliseconds(50));
+  policy.sleep_slice =
+      std::max<std::chrono::nanoseconds>(policy.sleep_slice, std::chrono::milliseconds(50));
   return policy;
 }
 
@@ -78,8 +79,9 @@ class LocalListener final : public Listener {
         any_ready = slot_of(segment_, i).state.load(std::memory_order_seq_cst) == kSlotReady;
       }
       if (!any_ready && !closed_.load(std::memory_order_acquire)) {
-        futex_wait(control.signal, signal,
-                   std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(50)));
+        futex_wait(
+            control.signal, signal,
+            std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(50)));
       }
       control.sleeping.store(0, std::memory_order_relaxed);
     }

@@ -32,7 +32,8 @@ constexpr std::time_t kUnfinishedGraceSeconds = 30;
 std::string describe(const std::string& name) { return "shared-memory segment '" + name + "'"; }
 
 // Boost.Interprocess reports errno through interprocess_exception::get_native_error().
-[[noreturn]] void throw_interprocess(const bip::interprocess_exception& e, const std::string& what) {
+[[noreturn]] void throw_interprocess(const bip::interprocess_exception& e,
+                                     const std::string& what) {
   int err = e.get_native_error();
   if (err == ENOSPC) {
     throw Error(what + ": /dev/shm is full (ENOSPC): free space there or lower the ring size");

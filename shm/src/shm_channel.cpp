@@ -69,9 +69,9 @@ std::unique_ptr<ShmChannel> ShmChannel::create(const std::string& name, ChannelS
                 std::to_string(kMaxRingCapacity) + "]");
   }
   if (options.max_message_bytes == 0 || options.max_message_bytes > kMaxFrameBytes) {
-    throw Error("ShmChannelOptions::max_message_bytes = " +
-                std::to_string(options.max_message_bytes) + ": must be in [1, " +
-                std::to_string(kMaxFrameBytes) + "]");
+    throw Error(
+        "ShmChannelOptions::max_message_bytes = " + std::to_string(options.max_message_bytes) +
+        ": must be in [1, " + std::to_string(kMaxFrameBytes) + "]");
   }
   Segment segment =
       Segment::create(name, channel_segment_size(options.ring_bytes), SegmentKind::kChannel);
@@ -93,9 +93,8 @@ std::unique_ptr<ShmChannel> ShmChannel::attach(const std::string& name, ChannelS
   const std::size_t capacity = control.ring_capacity;
   if (!valid_ring_capacity(capacity) || channel_segment_size(capacity) != segment.size() ||
       control.max_message_bytes == 0 || control.max_message_bytes > kMaxFrameBytes) {
-    throw ProtocolError("attach channel '" + name + "': ring capacity " +
-                        std::to_string(capacity) + " does not match the segment's size " +
-                        std::to_string(segment.size()));
+    throw ProtocolError("attach channel '" + name + "': ring capacity " + std::to_string(capacity) +
+                        " does not match the segment's size " + std::to_string(segment.size()));
   }
   const std::size_t s = static_cast<std::size_t>(side);
   if (pid_t holder = control.side_pid[s].load(std::memory_order_acquire);
@@ -143,7 +142,8 @@ std::error_code ShmChannel::peer_gone() noexcept {
     // A pidfd turns readable when the process exits, zombie or not, and follows the process
     // rather than the number: a pid reused later cannot pass for our peer.
     peer_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (peer_pidfd_ < 0) return errno == ESRCH ? make_error_code(Errc::kPeerDead) : std::error_code{};
+    if (peer_pidfd_ < 0)
+      return errno == ESRCH ? make_error_code(Errc::kPeerDead) : std::error_code{};
   }
   pollfd watch{peer_pidfd_, POLLIN, 0};
   if (::poll(&watch, 1, 0) > 0) return Errc::kPeerDead;
@@ -170,8 +170,8 @@ std::error_code ShmChannel::send(FrameBytes frame, Deadline deadline, bool flush
     const std::uint64_t total = frame.size();
     const auto total_bytes = std::as_bytes(std::span(&total, 1));
     std::size_t offset = chunk - kFragmentHeaderBytes;
-    if (auto ec = write_record(RecordType::kFragmentFirst, total_bytes, frame.first(offset),
-                               deadline)) {
+    if (auto ec =
+            write_record(RecordType::kFragmentFirst, total_bytes, frame.first(offset), deadline)) {
       return ec;
     }
     while (offset < frame.size()) {

@@ -31,8 +31,10 @@ TEST(AgentDiedTest, KilledServerFailsPendingAndLaterCallsNamingTheSignal) {
       EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
     }
   }
-  const auto noticed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
-  std::printf("pending calls failed %.1f ms after SIGKILL (target: 100 ms)\n", noticed.count() / 1e3);
+  const auto noticed =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
+  std::printf("pending calls failed %.1f ms after SIGKILL (target: 100 ms)\n",
+              noticed.count() / 1e3);
   EXPECT_LT(noticed, 2s);  // bounded; the figure above is the measurement
 
   EXPECT_THROW((void)victim(Msg("u", "later")).content(), AgentDied);
@@ -52,7 +54,8 @@ TEST(AgentDiedTest, DependantsOfADeadAgentsCallsFailToo) {
 TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   RpcAgentServerLauncher launcher;
   launcher.launch();
-  auto a = test::Sleeper("A", {{"sleep_ms", 2000}}).to_dist({.port = launcher.port(), .launch_server = false});
+  auto a = test::Sleeper("A", {{"sleep_ms", 2000}})
+               .to_dist({.port = launcher.port(), .launch_server = false});
   Msg x = a(Msg("u", "a"));
   std::this_thread::sleep_for(20ms);
   ASSERT_EQ(::kill(launcher.pid(), SIGKILL), 0);

@@ -48,7 +48,8 @@ class AgentServerTest : public ::testing::Test {
             const auto* env = verify_frame(f, verify);
             if (env == nullptr) return;
             Reply r{env->kind(), env->call_id(), env->error() ? env->error()->str() : "", {}};
-            if (env->messages() && env->messages()->size() > 0) r.msg = from_wire(*env->messages()->Get(0));
+            if (env->messages() && env->messages()->size() > 0)
+              r.msg = from_wire(*env->messages()->Get(0));
             reply = r;
           },
           1, deadline, ec);

@@ -65,7 +65,8 @@ TEST(DistAgentTest, ResolvedResultTravelsAsAMessage) {
 TEST(DistAgentTest, IndependentSlowCallsOverlap) {
   std::vector<DistAgent> agents;
   for (int i = 0; i < 3; ++i) {
-    agents.push_back(Sleeper("S" + std::to_string(i), {{"sleep_ms", 300}}).to_dist({.lazy_launch = false}));
+    agents.push_back(
+        Sleeper("S" + std::to_string(i), {{"sleep_ms", 300}}).to_dist({.lazy_launch = false}));
   }
   const auto start = Clock::now();
   std::vector<Msg> results;
@@ -216,7 +217,7 @@ TEST(DistAgentTest, DependantsOfAFailedCallFailTheSameWay) {
 
 TEST(DistAgentTest, ObserveIsOrderedAndReportsFailure) {
   auto c = Counter("C").to_dist();
-  c.observe(Msg("u", "seen"));  // ignored handle
+  c.observe(Msg("u", "seen"));                     // ignored handle
   EXPECT_EQ(c(Msg("u", "x")).content(), "C:2:x");  // observe counted first
   auto f = Faulty("F").to_dist();
   ObserveHandle bad = f.observe(Msg("u", "fail"));
@@ -298,7 +299,8 @@ TEST(DistAgentTest, ReplyLargerThanTheRingArrivesWhole) {
   const std::size_t n = 8u << 20;  // 8 MiB through 1 MiB rings
   Msg m = big(Msg("u", std::to_string(n)));
   ASSERT_EQ(m.payload().size(), n);
-  for (std::size_t i = 0; i < n; i += 4099) ASSERT_EQ(m.payload()[i], static_cast<std::byte>(i * 7));
+  for (std::size_t i = 0; i < n; i += 4099)
+    ASSERT_EQ(m.payload()[i], static_cast<std::byte>(i * 7));
 }
 
 TEST(DistAgentTest, ManyCallsInFlightKeepOrderPerAgent) {
@@ -313,12 +315,14 @@ TEST(DistAgentTest, ManyCallsInFlightKeepOrderPerAgent) {
 TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   std::vector<DistAgent> busy;
   for (int i = 0; i < 5; ++i) {
-    busy.push_back(Sleeper("busy" + std::to_string(i), {{"sleep_ms", 20}}).to_dist({.lazy_launch = false}));
+    busy.push_back(
+        Sleeper("busy" + std::to_string(i), {{"sleep_ms", 20}}).to_dist({.lazy_launch = false}));
   }
   std::vector<Msg> in_flight;
   for (int i = 0; i < 50; ++i) in_flight.push_back(busy[i % 5](Msg("u", std::to_string(i))));
   std::vector<DistAgent> fresh;
-  for (int i = 0; i < 5; ++i) fresh.push_back(Counter("new" + std::to_string(i)).to_dist({.lazy_launch = false}));
+  for (int i = 0; i < 5; ++i)
+    fresh.push_back(Counter("new" + std::to_string(i)).to_dist({.lazy_launch = false}));
   for (auto& f : fresh) EXPECT_EQ(f(Msg("u", "x")).content(), f.name() + ":1:x");
   ASSERT_TRUE(wait_all(in_flight, 30s));
   for (auto& m : in_flight) EXPECT_FALSE(m.error());

@@ -79,8 +79,10 @@ void expect_clean(ProgramRun& run) {
       if (run_pids.count(s.creator_pid)) leftovers.push_back(s.name);
     }
   } while ((!survivors.empty() || !leftovers.empty()) && Clock::now() < deadline);
-  EXPECT_TRUE(survivors.empty()) << survivors.size() << " processes survive, e.g. " << survivors.front();
-  EXPECT_TRUE(leftovers.empty()) << leftovers.size() << " segments remain, e.g. " << leftovers.front();
+  EXPECT_TRUE(survivors.empty()) << survivors.size() << " processes survive, e.g. "
+                                 << survivors.front();
+  EXPECT_TRUE(leftovers.empty()) << leftovers.size() << " segments remain, e.g. "
+                                 << leftovers.front();
 }
 
 TEST(LifetimeTest, ProgramReturns) {

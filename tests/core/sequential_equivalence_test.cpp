@@ -20,7 +20,8 @@ class Ledger : public AgentBase {
   Msg reply(const std::vector<Msg>& xs) override {
     ++calls_;
     for (const Msg& x : xs) state_ = state_ * 31 + std::hash<std::string>{}(x.content());
-    if (state_ % 11 == 3) throw std::runtime_error("ledger " + name() + " refuses call " + std::to_string(calls_));
+    if (state_ % 11 == 3)
+      throw std::runtime_error("ledger " + name() + " refuses call " + std::to_string(calls_));
     Msg out(name(), name() + "#" + std::to_string(calls_) + "/" + std::to_string(state_ % 100000));
     out.set_metadata(nlohmann::json{{"inputs", xs.size()}, {"state", state_ % 1000}}.dump());
     out.set_url({"ledger://" + name()});
@@ -48,7 +49,8 @@ std::vector<Step> random_program(unsigned seed, int agents, int steps, bool obse
   for (int i = 0; i < steps; ++i) {
     Step s{static_cast<int>(rng() % agents), observes && rng() % 6 == 0, {}};
     const int n = s.observe ? 1 : static_cast<int>(rng() % 4);  // 0-3 inputs
-    for (int k = 0; k < n; ++k) s.inputs.push_back(results == 0 || rng() % 5 == 0 ? -1 : static_cast<int>(rng() % results));
+    for (int k = 0; k < n; ++k)
+      s.inputs.push_back(results == 0 || rng() % 5 == 0 ? -1 : static_cast<int>(rng() % results));
     if (!s.observe) ++results;
     program.push_back(std::move(s));
   }
@@ -63,7 +65,8 @@ std::vector<Msg> run(const std::vector<Step>& program, Call&& call, Observe&& ob
   for (const Step& s : program) {
     std::vector<Msg> inputs;
     for (int i : s.inputs) {
-      inputs.push_back(i < 0 ? Msg("user", "fresh " + std::to_string(fresh++), "user") : results[i]);
+      inputs.push_back(i < 0 ? Msg("user", "fresh " + std::to_string(fresh++), "user")
+                             : results[i]);
     }
     if (s.observe) {
       observe(s.agent, inputs.front());
@@ -93,7 +96,8 @@ constexpr int kSteps = 40;
 std::vector<Msg> sequential_reference(const std::vector<Step>& program,
                                       std::optional<Msg> first_extra = std::nullopt) {
   std::vector<std::unique_ptr<Ledger>> agents;
-  for (int i = 0; i < kAgents; ++i) agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
+  for (int i = 0; i < kAgents; ++i)
+    agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
   return run(
       program,
       [&](int a, std::vector<Msg> in) {
@@ -146,7 +150,8 @@ TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
   auto reference = sequential_reference(program, Msg("gate", "gate(x)"));
   auto gate = test::Sleeper("gate", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false});
   std::vector<std::unique_ptr<Ledger>> agents;
-  for (int i = 0; i < kAgents; ++i) agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
+  for (int i = 0; i < kAgents; ++i)
+    agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
   std::optional<Msg> pending = gate(Msg("u", "x"));
   auto got = run(
       program,

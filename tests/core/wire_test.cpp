@@ -46,8 +46,8 @@ TEST(WireTest, EmptyMsgRoundTrips) {
 TEST(WireTest, EnvelopeBuildsAndVerifies) {
   FrameBuilder builder;
   std::vector<Msg> msgs{full_msg(), Msg("bob", "second")};
-  FrameView frame = builder.build({.kind = wire::Kind::Call, .call_id = 42, .agent_id = 7,
-                                   .messages = msgs, .error = "none"});
+  FrameView frame = builder.build(
+      {.kind = wire::Kind::Call, .call_id = 42, .agent_id = 7, .messages = msgs, .error = "none"});
   AlignedFrame copy(frame);
   std::error_code ec;
   const wire::Envelope* env = verify_frame(copy.view(), ec);

@@ -24,7 +24,8 @@ TEST(LocalTransportTest, PicksAPortAndAcceptsClients) {
   std::array<std::byte, 8> hello{};
   ASSERT_FALSE(client->send(hello, Clock::now() + 1s));
   std::error_code ec;
-  EXPECT_EQ(accepted->poll([](FrameBytes f) { EXPECT_EQ(f.size(), 8u); }, 1, Clock::now() + 1s, ec), 1u);
+  EXPECT_EQ(accepted->poll([](FrameBytes f) { EXPECT_EQ(f.size(), 8u); }, 1, Clock::now() + 1s, ec),
+            1u);
 }
 
 TEST(LocalTransportTest, APortInUseIsAClearError) {

@@ -11,8 +11,8 @@ namespace troupe::shm::test {
 class LocalRing {
  public:
   explicit LocalRing(std::size_t capacity)
-      : memory_(static_cast<std::byte*>(::operator new(sizeof(RingControl) + capacity,
-                                                       std::align_val_t{kFalseSharingRange}))) {
+      : memory_(static_cast<std::byte*>(::operator new (sizeof(RingControl) + capacity,
+                                                        std::align_val_t{kFalseSharingRange}))) {
     control_ = new (memory_.get()) RingControl{};
     initialize_ring(*control_, capacity);
   }
@@ -24,7 +24,7 @@ class LocalRing {
  private:
   struct Free {
     void operator()(std::byte* p) const {
-      ::operator delete(p, std::align_val_t{kFalseSharingRange});
+      ::operator delete (p, std::align_val_t{kFalseSharingRange});
     }
   };
   std::unique_ptr<std::byte, Free> memory_;

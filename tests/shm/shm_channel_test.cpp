@@ -87,8 +87,8 @@ TEST(ShmChannelTest, ThreadsOfOneProcessEchoInOrder) {
     std::size_t echoed = 0;
     std::error_code ec;
     while (echoed < 20'000 && !ec) {
-      echoed += server->poll([&](FrameBytes f) { (void)server->send(f, Clock::now() + 30s); },
-                             64, Clock::now() + 30s, ec);
+      echoed += server->poll([&](FrameBytes f) { (void)server->send(f, Clock::now() + 30s); }, 64,
+                             Clock::now() + 30s, ec);
     }
   });
   std::mt19937_64 rng(1);
@@ -107,7 +107,8 @@ TEST(ShmChannelTest, UnflushedFramesWaitForFlush) {
   auto client = make_client();
   auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
   std::mt19937_64 rng(2);
-  for (int i = 0; i < 5; ++i) ASSERT_FALSE(client->send(make_message(i, 32, rng), Clock::now(), false));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_FALSE(client->send(make_message(i, 32, rng), Clock::now(), false));
   std::error_code ec;
   EXPECT_EQ(server->poll([](FrameBytes) {}, 10, Clock::now() + 1ms, ec), 0u);
   EXPECT_FALSE(ec);
@@ -248,7 +249,8 @@ TEST(ShmChannelTest, PeerDeathEndsABlockedSend) {
     child.kill(SIGKILL);
   });
   std::error_code ec;
-  for (std::uint64_t i = 0; !ec; ++i) ec = client->send(make_message(i, 200, rng), Clock::now() + 30s);
+  for (std::uint64_t i = 0; !ec; ++i)
+    ec = client->send(make_message(i, 200, rng), Clock::now() + 30s);
   const auto noticed = Clock::now();
   killer.join();
   EXPECT_EQ(ec, Errc::kPeerDead);
@@ -292,7 +294,8 @@ TEST(ShmChannelTest, FramesSentBeforeACleanCloseAreDeliveredThenClosed) {
   auto child = ChildProcess::fork([&] {
     auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
     std::mt19937_64 rng(10);
-    for (std::uint64_t i = 0; i < 3; ++i) (void)server->send(make_message(i, 64, rng), Clock::now() + 5s);
+    for (std::uint64_t i = 0; i < 3; ++i)
+      (void)server->send(make_message(i, 64, rng), Clock::now() + 5s);
     server->close();
     return 0;
   });
@@ -366,8 +369,8 @@ TEST(ShmChannelTest, FragmentsOutOfSequenceAreMalformed) {
   // A "last fragment" with no first one, written straight into the ring.
   RingControl& ring =
       *reinterpret_cast<RingControl*>(client->segment().base() + ring_offset(0, 1 << 12));
-  SpscRingProducer raw(ring, client->segment().base() + ring_offset(0, 1 << 12) +
-                                 sizeof(RingControl));
+  SpscRingProducer raw(ring,
+                       client->segment().base() + ring_offset(0, 1 << 12) + sizeof(RingControl));
   std::array<std::byte, 16> junk{};
   ASSERT_TRUE(raw.try_push(RecordType::kFragmentLast, junk));
   std::error_code ec;

@@ -27,8 +27,8 @@ struct StressResult {
 
 // Producer thread pushes `count` checksummed messages (batches of up to `batch`), consumer
 // checks them; both wait with `policy` when the ring is full / empty.
-void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count, std::size_t max_size,
-                        int batch, WaitPolicy policy) {
+void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count,
+                std::size_t max_size, int batch, WaitPolicy policy) {
   LocalRing ring(capacity);
   std::barrier start(2);
   const auto deadline = Clock::now() + std::chrono::seconds(120);

@@ -167,7 +167,7 @@ TEST(SpscRingTest, PublishPadsTheTailToACacheLine) {
   auto p = ring.producer();
   auto c = ring.consumer();
   ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(20, 1)));  // a 32-byte record
-  EXPECT_EQ(ring.control().tail.load(), 64u);                    // published up to the line
+  EXPECT_EQ(ring.control().tail.load(), 64u);                   // published up to the line
   auto r = c.try_take();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->payload.size(), 20u);

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
-
 #include <troupe/troupe.hpp>
 
 namespace {

@@ -5,9 +5,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <vector>
-
 #include <troupe/troupe.hpp>
+#include <vector>
 
 namespace troupe::test {
 
@@ -28,7 +27,10 @@ class Counter : public AgentBase {
     return Msg(name(), content);
   }
   Msg reply(const Msg& x) override { return reply(std::vector<Msg>{x}); }
-  void observe(const Msg& x) override { observed_ += x.content().size(); ++calls_; }
+  void observe(const Msg& x) override {
+    observed_ += x.content().size();
+    ++calls_;
+  }
 
  private:
   int calls_ = 0;

@@ -1,6 +1,7 @@
 // The main() of every Troupe test binary: runs the tests, then fails the binary if it left a
 // shared-memory segment of its own behind (and removes it), so that leaks show even when the
-// test that leaked passed. Built twice: plain, and with the runtime started (troupe::init). Segments of crashed binaries are caught by the shm_no_leftovers test.
+// test that leaked passed. Built twice: plain, and with the runtime started (troupe::init).
+// Segments of crashed binaries are caught by the shm_no_leftovers test.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>

@@ -1,8 +1,7 @@
 // A separate project using the installed Troupe: a message over a shared-memory channel.
+#include <cstdio>
 #include <troupe/shm/shm_channel.hpp>
 #include <troupe/troupe.hpp>
-
-#include <cstdio>
 
 int main() {
   using namespace std::chrono_literals;

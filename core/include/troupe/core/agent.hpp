@@ -97,11 +97,11 @@ class AgentRegistry {
 
 /// Makes `Class` creatable by name in other processes. `Class` must be constructible from
 /// (std::string name, troupe::Kwargs kwargs). Use once, at namespace scope, in a source file.
-#define TROUPE_REGISTER_AGENT(Class)                                                       \
-  [[maybe_unused]] static const bool troupe_registered_agent_##Class =                    \
-      ::troupe::detail::AgentRegistry::instance().add(                                    \
-          #Class, typeid(Class),                                                          \
-          [](std::string name, const ::troupe::Kwargs& kwargs)                            \
-              -> std::unique_ptr<::troupe::AgentBase> {                                   \
-            return std::make_unique<Class>(std::move(name), kwargs);                      \
+#define TROUPE_REGISTER_AGENT(Class)                                                   \
+  [[maybe_unused]] static const bool troupe_registered_agent_##Class =                 \
+      ::troupe::detail::AgentRegistry::instance().add(                                 \
+          #Class, typeid(Class),                                                       \
+          [](std::string name,                                                         \
+             const ::troupe::Kwargs& kwargs) -> std::unique_ptr<::troupe::AgentBase> { \
+            return std::make_unique<Class>(std::move(name), kwargs);                   \
           })

@@ -105,7 +105,7 @@ class AgentServer {
 
   std::mutex runnable_mutex_;
   std::deque<AgentPtr> runnable_;
-  std::atomic<bool> receiving_{false};      // the receiver's role is taken
+  std::atomic<bool> receiving_{false};         // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};
   std::atomic<int> running_{0};  // workers running an agent's mailbox

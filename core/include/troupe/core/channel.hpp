@@ -7,12 +7,13 @@
 // Threads: every method may be called from any thread. Each direction has one serialization
 // point (see the implementation's notes); frames sent by one thread keep their order, frames of
 // different threads interleave whole.
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <system_error>
-#include <sys/types.h>
 
 #include "troupe/core/function_ref.hpp"
 

@@ -11,14 +11,14 @@ namespace troupe {
 
 /// Error conditions a transport or the runtime reports as values.
 enum class Errc : int {
-  kTimeout = 1,         ///< a deadline passed before the operation completed
-  kPeerDead,            ///< the process at the other end died or vanished
-  kClosed,              ///< the channel was closed (by this side or cleanly by the peer)
-  kMessageTooLarge,     ///< a frame exceeds the documented size limit
-  kMalformedFrame,      ///< inbound bytes failed verification (dropped, counted)
-  kLayoutMismatch,      ///< a shared-memory segment's header does not match this build
-  kNoSpace,             ///< /dev/shm (or memory) cannot hold the segment
-  kInvalidArgument,     ///< an argument out of its accepted range
+  kTimeout = 1,      ///< a deadline passed before the operation completed
+  kPeerDead,         ///< the process at the other end died or vanished
+  kClosed,           ///< the channel was closed (by this side or cleanly by the peer)
+  kMessageTooLarge,  ///< a frame exceeds the documented size limit
+  kMalformedFrame,   ///< inbound bytes failed verification (dropped, counted)
+  kLayoutMismatch,   ///< a shared-memory segment's header does not match this build
+  kNoSpace,          ///< /dev/shm (or memory) cannot hold the segment
+  kInvalidArgument,  ///< an argument out of its accepted range
 };
 
 const std::error_category& troupe_category() noexcept;

@@ -39,14 +39,30 @@ class Msg {
   /// Optional binary data (simulation state, tensors...), carried without conversion.
   const std::vector<std::byte>& payload() const { return fields().payload; }
 
-  Msg& set_id(std::string v) { return edit([&](Fields& f) { f.id = std::move(v); }); }
-  Msg& set_name(std::string v) { return edit([&](Fields& f) { f.name = std::move(v); }); }
-  Msg& set_role(std::string v) { return edit([&](Fields& f) { f.role = std::move(v); }); }
-  Msg& set_content(std::string v) { return edit([&](Fields& f) { f.content = std::move(v); }); }
-  Msg& set_url(std::vector<std::string> v) { return edit([&](Fields& f) { f.url = std::move(v); }); }
-  Msg& set_metadata(std::string json) { return edit([&](Fields& f) { f.metadata = std::move(json); }); }
-  Msg& set_timestamp_ns(std::int64_t v) { return edit([&](Fields& f) { f.timestamp_ns = v; }); }
-  Msg& set_payload(std::vector<std::byte> v) { return edit([&](Fields& f) { f.payload = std::move(v); }); }
+  Msg& set_id(std::string v) {
+    return edit([&](Fields& f) { f.id = std::move(v); });
+  }
+  Msg& set_name(std::string v) {
+    return edit([&](Fields& f) { f.name = std::move(v); });
+  }
+  Msg& set_role(std::string v) {
+    return edit([&](Fields& f) { f.role = std::move(v); });
+  }
+  Msg& set_content(std::string v) {
+    return edit([&](Fields& f) { f.content = std::move(v); });
+  }
+  Msg& set_url(std::vector<std::string> v) {
+    return edit([&](Fields& f) { f.url = std::move(v); });
+  }
+  Msg& set_metadata(std::string json) {
+    return edit([&](Fields& f) { f.metadata = std::move(json); });
+  }
+  Msg& set_timestamp_ns(std::int64_t v) {
+    return edit([&](Fields& f) { f.timestamp_ns = v; });
+  }
+  Msg& set_payload(std::vector<std::byte> v) {
+    return edit([&](Fields& f) { f.payload = std::move(v); });
+  }
 
   /// True for a default-constructed message (no id, no fields). Blocks on a placeholder.
   bool empty() const;

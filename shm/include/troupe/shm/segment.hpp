@@ -7,12 +7,13 @@
 // size does not match. Names are unique per run ("troupe.<pid>.<nonce>.<n>.<tag>") so that
 // segments of dead runs can be found by creator pid and removed (remove_stale_segments, and the
 // troupe-shm tool).
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <sys/types.h>
 #include <vector>
 
 #include "troupe/shm/segment_layout.hpp"

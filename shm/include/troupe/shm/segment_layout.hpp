@@ -4,7 +4,8 @@
 //
 //   0        8        12       16                24       28       32                40     44
 //   +--------+--------+--------+-----------------+--------+--------+-----------------+------+--
-//   | magic  |version | kind   | size            | pid    | (pad)  | start ticks     |ready | ... to 128
+//   | magic  |version | kind   | size            | pid    | (pad)  | start ticks     |ready | ...
+//   to 128
 //   +--------+--------+--------+-----------------+--------+--------+-----------------+------+--
 #include <atomic>
 #include <cstddef>
@@ -20,7 +21,7 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 enum class SegmentKind : std::uint32_t {
-  kChannel = 1,  ///< a ShmChannel: two rings, one per direction
+  kChannel = 1,     ///< a ShmChannel: two rings, one per direction
   kScratch = 2,     ///< tests and tools
   kRendezvous = 3,  ///< a local-mode port: where clients hand a server their channels
 };
@@ -29,10 +30,10 @@ struct alignas(kFalseSharingRange) SegmentHeader {
   std::uint64_t magic;
   std::uint32_t layout_version;
   SegmentKind kind;
-  std::uint64_t size;                  ///< bytes of the whole segment
+  std::uint64_t size;  ///< bytes of the whole segment
   std::int32_t creator_pid;
   std::uint32_t reserved;
-  std::uint64_t creator_start_ticks;   ///< tells a reused pid apart (see process_start_ticks)
+  std::uint64_t creator_start_ticks;  ///< tells a reused pid apart (see process_start_ticks)
   /// 0 while the creator initialises, 1 once the segment may be used.
   /// SYNC POINT: the creator's release store publishes every initialised byte; pairs with the
   /// acquire load in Segment::attach.

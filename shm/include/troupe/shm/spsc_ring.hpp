@@ -265,9 +265,8 @@ class SpscRingConsumer {
       RecordHeader header;  // copied once: the peer cannot change it under our checks
       std::memcpy(&header, data_ + index, sizeof header);
       const std::size_t size = record_size(header.length);
-      if (header.length > capacity_ || size > capacity_ - index ||
-          size > tail_cache_ - head_ || header.type < RecordType::kPadding ||
-          header.type > RecordType::kFragmentAbort) {
+      if (header.length > capacity_ || size > capacity_ - index || size > tail_cache_ - head_ ||
+          header.type < RecordType::kPadding || header.type > RecordType::kFragmentAbort) {
         corrupt_ = true;
         return std::nullopt;
       }
@@ -312,9 +311,9 @@ class SpscRingConsumer {
   /// Returns true when it did not time out. Steps C1-C4 of the handshake (top of this file).
   bool sleep_for_data(std::chrono::nanoseconds timeout) noexcept {
     const std::uint32_t signal = ring_->data_signal.load(std::memory_order_seq_cst);  // C1
-    ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);               // C2
-    heavy_barrier();                                                               // C2'
-    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);                     // C3
+    ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);                  // C2
+    heavy_barrier();                                                                  // C2'
+    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);                        // C3
     if (head_ != tail_cache_) {
       ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
       return true;

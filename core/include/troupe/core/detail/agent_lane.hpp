@@ -12,12 +12,13 @@
 //
 // Invariant: queued_ counts calls admitted to the graph and not yet run. A call runs directly
 // only with queued_ == 0, under admit_mutex_, so it cannot overtake a queued one.
+#include <oneapi/tbb/flow_graph.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <oneapi/tbb/flow_graph.h>
 #include <vector>
 
 #include "troupe/core/detail/result_state.hpp"

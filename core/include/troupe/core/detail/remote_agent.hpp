@@ -46,7 +46,7 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   std::shared_ptr<ServerLink> link_;  // set once, under place_mutex_
   std::atomic<ServerLink*> placed_{nullptr};
   std::uint64_t agent_id_ = 0;
-  std::exception_ptr place_error_;    // guarded by place_mutex_
+  std::exception_ptr place_error_;  // guarded by place_mutex_
   std::atomic<bool> shut_down_{false};
   std::atomic<bool> released_{false};
 };

@@ -70,8 +70,8 @@ class Runtime final : public ProgressDriver {
   std::unique_ptr<ForkServer> fork_server_;
 
   std::mutex links_mutex_;
-  std::vector<std::shared_ptr<ServerLink>> links_;       // guarded by links_mutex_
-  std::map<int, std::weak_ptr<ServerLink>> attached_;    // by port; guarded by links_mutex_
+  std::vector<std::shared_ptr<ServerLink>> links_;     // guarded by links_mutex_
+  std::map<int, std::weak_ptr<ServerLink>> attached_;  // by port; guarded by links_mutex_
   std::atomic<std::uint64_t> links_version_{0};
 
   std::mutex exits_mutex_;

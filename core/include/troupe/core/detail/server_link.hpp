@@ -62,7 +62,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   /// Agents bound through this link; a link with none and nothing outstanding can be closed.
   void bind_agent() noexcept { bound_.fetch_add(1, std::memory_order_relaxed); }
   void unbind_agent() noexcept { bound_.fetch_sub(1, std::memory_order_acq_rel); }
-  bool idle() const noexcept { return bound_.load(std::memory_order_acquire) == 0 && outstanding() == 0; }
+  bool idle() const noexcept {
+    return bound_.load(std::memory_order_acquire) == 0 && outstanding() == 0;
+  }
   void close() noexcept;
   Channel& channel() noexcept { return *channel_; }
 
@@ -81,7 +83,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::atomic<int> port_{0};
   std::atomic<int> hello_{0};  // 0 waiting, 1 ready, 2 failed to start
   std::atomic<bool> dead_{false};
-  std::atomic<bool> peer_gone_{false};  // the channel said so; the exit status may follow
+  std::atomic<bool> peer_gone_{false};       // the channel said so; the exit status may follow
   std::atomic<Clock::rep> peer_gone_at_{0};  // Clock ticks
 
   mutable std::mutex mutex_;  // guards the members below
