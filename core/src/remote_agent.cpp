@@ -15,6 +15,7 @@ RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs
                          DistOptions options)
     : name_(std::move(name)),
       class_name_(std::move(class_name)),
+      description_("agent '" + name_ + "' (class " + class_name_ + ")"),
       kwargs_(std::move(kwargs)),
       options_(std::move(options)) {}
 
