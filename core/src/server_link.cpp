@@ -62,6 +62,12 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     if (!failed) return;
     std::string text = who + ": sending to its server (" + where_ + "): " + ec.message();
     if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
+      // A server that failed to start says why before it closes: report that, not the close.
+      read_last_words();
+      std::lock_guard lock(mutex_);
+      if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = who + ": " + death_;
+    }
+    if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
       failed->fail(std::make_exception_ptr(AgentDied(text)));
     } else if (ec == Errc::kTimeout) {
       failed->fail(std::make_exception_ptr(Timeout(text)));
@@ -188,13 +194,17 @@ void ServerLink::mark_dead(const std::string& why) {
   channel_->close();  // nothing more will travel on it
 }
 
-void ServerLink::on_server_exit(const std::string& why) {
+void ServerLink::read_last_words() {
   // Another thread may be delivering right now (pump() then returns 0): give it a moment.
   const auto until = Clock::now() + std::chrono::milliseconds(50);
   while (hello_.load(std::memory_order_acquire) == 0 && !dead() && Clock::now() < until) {
     pump(Clock::now() + std::chrono::milliseconds(1));
   }
   pump(Clock::now());
+}
+
+void ServerLink::on_server_exit(const std::string& why) {
+  read_last_words();
   mark_dead(why);
 }
 

@@ -75,6 +75,8 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   };
   void on_frame(FrameBytes frame);
   bool gone_for_long(Clock::time_point now) const noexcept;
+  // Delivers what the server sent before it went (a start-up error, its Hello).
+  void read_last_words();
 
   std::unique_ptr<Channel> channel_;
   const bool launched_;
