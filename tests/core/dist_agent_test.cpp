@@ -251,6 +251,9 @@ TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
   auto a = Counter("A").to_dist({.lazy_launch = false});
   auto b = Counter("B").to_dist({.port = a.port(), .launch_server = false});
   (void)a(Msg("u", "x")).content();
+  // B was created over its own channel: frames on different channels are not ordered, so
+  // wait until B has answered before asking the server (over A's channel) what it hosts.
+  (void)b(Msg("u", "ready")).content();
   ServerInfo info = a.server().info();
   EXPECT_EQ(info.pid, a.server_pid());
   EXPECT_EQ(info.port, a.port());
