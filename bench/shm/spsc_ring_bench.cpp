@@ -4,6 +4,8 @@
 //
 //   RoundTrip/*       a 64-byte message to an echo child process and back (time per round trip).
 //   Stream/<size>/*   messages/s from a producer child to the parent, 64 B, 1 KiB and 64 KiB.
+//                     TroupeRing/record/* carries <size> - 8 bytes, so that the record with its
+//                     8-byte header has the raw ring's slot size.
 //   Oversub8/*        8 echo children against one parent on this 2-core machine, 8 requests in
 //                     flight per child (round trips/s).
 //
@@ -1277,6 +1279,11 @@ class RatioReporter final : public benchmark::ConsoleReporter {
       list.push_back({s + "TroupeRing/batch32", {s + "RawRing/batch32"}, false, bound(0.70)});
       list.push_back(
           {s + "TroupeRing/batch32", {s + "BoostLockfree/bulk32"}, false, bound(1.0), true});
+      // The same with 64-byte records (8-byte header + 56-byte payload), the raw ring's slot
+      // size: equal bytes per message through the caches.
+      list.push_back({s + "TroupeRing/record/each", {s + "RawRing/each"}, false, bound(0.85)});
+      list.push_back(
+          {s + "TroupeRing/record/batch32", {s + "RawRing/batch32"}, false, bound(0.70)});
       list.push_back({s + "ShmChannel/each", {s + "RawRing/each"}, false, {}});
       list.push_back({s + "ShmChannel/flush32", {s + "RawRing/batch32"}, false, {}});
     }
@@ -1356,10 +1363,13 @@ void register_benchmarks() {
     groups.push_back({
         {s + "TroupeRing/each", [](State& st) { stream_troupe_ring<N>(st, 1); }},
         {s + "RawRing/each", [](State& st) { stream_raw_ring<N>(st, 1); }},
+        {s + "TroupeRing/record/each", [](State& st) { stream_troupe_ring<N - 8>(st, 1); }},
         {s + "BoostLockfree/each", [](State& st) { stream_boost_lockfree<N>(st, 1); }},
         {s + "ShmChannel/each", [](State& st) { stream_shm_channel<N>(st, 1); }},
         {s + "TroupeRing/batch32", [](State& st) { stream_troupe_ring<N>(st, kBatch); }},
         {s + "RawRing/batch32", [](State& st) { stream_raw_ring<N>(st, kBatch); }},
+        {s + "TroupeRing/record/batch32",
+         [](State& st) { stream_troupe_ring<N - 8>(st, kBatch); }},
         {s + "BoostLockfree/bulk32", [](State& st) { stream_boost_lockfree<N>(st, kBatch); }},
         {s + "ShmChannel/flush32", [](State& st) { stream_shm_channel<N>(st, kBatch); }},
     });

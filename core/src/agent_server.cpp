@@ -256,8 +256,7 @@ bool AgentServer::receive(bool may_block) {
       drop_client(client);
     }
   };
-  const auto now = Clock::now();
-  for (const auto& client : clients) poll_one(client, now);
+  for (const auto& client : clients) poll_one(client, kNoWait);
   if (any || !may_block) return any;
   if (clients.size() == 1) {
     // One client: wait on its ring (spin, yield, then its futex doorbell). The deadline only
@@ -269,7 +268,7 @@ bool AgentServer::receive(bool may_block) {
   const auto until = Clock::now() + 200us;
   while (!any && Clock::now() < until && !stopping_.load(std::memory_order_relaxed)) {
     ::sched_yield();
-    for (const auto& client : clients) poll_one(client, Clock::now());
+    for (const auto& client : clients) poll_one(client, kNoWait);
   }
   if (!any) {
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);

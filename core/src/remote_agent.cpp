@@ -89,7 +89,7 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Ki
     ServerLink* link = self->placed_.load(std::memory_order_acquire);
     link->request(kind, self->agent_id_, c.inputs, c.result, self->describe());
     thread_local std::uint32_t calls = 0;
-    if (++calls % kPumpEvery == 0) link->pump(Clock::now());
+    if (++calls % kPumpEvery == 0) link->pump(kNoWait);
   };
   lane_->admit(std::move(lane_call));
   return state;

@@ -281,7 +281,7 @@ void Runtime::drive(ResultState& state, Deadline until) {
     }
     if (now >= until) break;
     busy.clear();
-    if (pump_all(now, &busy) > 0) {
+    if (pump_all(kNoWait, &busy) > 0) {
       spin_end = now + kSpin;
       yield_end = now + kYield;
       continue;
@@ -330,7 +330,7 @@ void Runtime::background_loop() {
       continue;
     }
     std::vector<std::shared_ptr<ServerLink>> busy;
-    if (pump_all(now, &busy) > 0) {
+    if (pump_all(kNoWait, &busy) > 0) {
       idle_since = now;
       continue;
     }

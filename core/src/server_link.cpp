@@ -200,7 +200,7 @@ void ServerLink::read_last_words() {
   while (hello_.load(std::memory_order_acquire) == 0 && !dead() && Clock::now() < until) {
     pump(Clock::now() + std::chrono::milliseconds(1));
   }
-  pump(Clock::now());
+  pump(kNoWait);
 }
 
 void ServerLink::on_server_exit(const std::string& why) {

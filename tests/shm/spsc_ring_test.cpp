@@ -27,7 +27,7 @@ void advance(SpscRingProducer& p, SpscRingConsumer& c, std::size_t distance) {
   while (distance > 0) {
     const std::size_t step = std::min(distance, record_size(max_record_payload(p.capacity())));
     ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(step - 8, 0)));
-    p.publish(/*pad_to_line=*/false);
+    p.publish();
     ASSERT_TRUE(c.try_take());
     c.publish_head();
     distance -= step;
@@ -162,19 +162,21 @@ TEST(SpscRingTest, LargestRecordFitsAtEveryPositionOfAnEmptyRing) {
   }
 }
 
-TEST(SpscRingTest, PublishPadsTheTailToACacheLine) {
+TEST(SpscRingTest, PublishedRecordsArePacked) {
   LocalRing ring(4096);
   auto p = ring.producer();
   auto c = ring.consumer();
   ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(20, 1)));  // a 32-byte record
-  EXPECT_EQ(ring.control().tail.load(), 64u);                   // published up to the line
-  auto r = c.try_take();
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->payload.size(), 20u);
-  EXPECT_FALSE(c.try_take());  // the padding record is skipped
-  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(20, 2)));
-  p.publish(/*pad_to_line=*/false);
-  EXPECT_EQ(ring.control().tail.load(), 96u);
+  EXPECT_EQ(ring.control().tail.load(), 32u);
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(20, 2)));
+  EXPECT_EQ(ring.control().tail.load(), 64u);
+  for (int i = 1; i <= 2; ++i) {
+    auto r = c.try_take();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->payload.size(), 20u);
+    EXPECT_EQ(r->payload[0], bytes(20, i)[0]);
+  }
+  EXPECT_FALSE(c.try_take());
 }
 
 TEST(SpscRingTest, ManyLapsKeepOrderAndContent) {

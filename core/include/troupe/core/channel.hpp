@@ -23,6 +23,9 @@ using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 using FrameBytes = std::span<const std::byte>;
 
+/// The deadline of a call that must not wait at all (a poll that only takes what is there).
+inline constexpr Deadline kNoWait = Deadline::min();
+
 /// Frames and failures seen by one end of a channel.
 struct ChannelStats {
   std::uint64_t frames_sent = 0;
@@ -51,7 +54,7 @@ class Channel {
   virtual std::error_code flush() = 0;
 
   /// Delivers received frames in order to `on_frame`, at most `max_frames`, waiting until
-  /// `deadline` for the first. A delivered view is valid only during the call. Returns the
+  /// `deadline` for the first (kNoWait: not at all). A delivered view is valid only during the call. Returns the
   /// count delivered; 0 with `ec` clear means the deadline passed with nothing to deliver, or
   /// that another thread of this process is receiving on this channel right now;
   /// `ec` is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
