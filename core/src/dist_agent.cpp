@@ -48,7 +48,8 @@ void check_options(const DistOptions& o) {
 Msg ask_server(detail::ServerLink& link, wire::Kind kind, std::vector<Msg> msgs) {
   auto state = std::make_shared<detail::ResultState>(detail::Runtime::get());
   state->deadline = Clock::now() + kManagementTimeout;
-  link.request(kind, 0, msgs, state, "server (" + link.where() + ")");
+  link.request(kind, 0, msgs, state,
+               std::make_shared<const std::string>("server (" + link.where() + ")"));
   return state->value();
 }
 

@@ -15,7 +15,8 @@ RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs
                          DistOptions options)
     : name_(std::move(name)),
       class_name_(std::move(class_name)),
-      description_("agent '" + name_ + "' (class " + class_name_ + ")"),
+      description_(
+          std::make_shared<const std::string>("agent '" + name_ + "' (class " + class_name_ + ")")),
       kwargs_(std::move(kwargs)),
       options_(std::move(options)) {}
 
@@ -29,7 +30,7 @@ void RemoteAgent::release_on_link() {
   if (placed == nullptr) return;
   Runtime* runtime = Runtime::get();
   if (runtime == nullptr || runtime->shutting_down()) return;
-  placed->request(wire::Kind::Release, agent_id_, {}, nullptr, describe());
+  placed->request(wire::Kind::Release, agent_id_, {}, nullptr, who());
   placed->unbind_agent();
 }
 
@@ -50,7 +51,7 @@ void RemoteAgent::ensure_placed() {
     std::vector<Msg> description{
         Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_.dump())};
     link->request(wire::Kind::Create, agent_id_, description,
-                  std::make_shared<ResultState>(Runtime::get()), describe());
+                  std::make_shared<ResultState>(Runtime::get()), who());
     link_ = std::move(link);
     placed_.store(link_.get(), std::memory_order_release);
   } catch (...) {
@@ -87,7 +88,7 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Ki
   lane_call->result = state;
   lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
     ServerLink* link = self->placed_.load(std::memory_order_acquire);
-    link->request(kind, self->agent_id_, c.inputs, c.result, self->describe());
+    link->request(kind, self->agent_id_, c.inputs, c.result, self->who());
     thread_local std::uint32_t calls = 0;
     if (++calls % kPumpEvery == 0) link->pump(kNoWait);
   };

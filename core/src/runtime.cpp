@@ -134,19 +134,21 @@ void Runtime::add_link(const std::shared_ptr<ServerLink>& link) {
   links_version_.fetch_add(1, std::memory_order_release);
 }
 
-std::vector<std::shared_ptr<ServerLink>> Runtime::links() {
-  // Each pumping thread keeps a copy, refreshed when the set changes.
+std::shared_ptr<const Runtime::LinkList> Runtime::links() {
+  // Each pumping thread keeps a snapshot, refreshed when the set changes: the hot path pays one
+  // reference count, not a copy of the list. Callers hold the snapshot while they iterate (a
+  // reply's continuation may refresh this thread's cache meanwhile).
   thread_local std::uint64_t version = ~std::uint64_t{0};
-  thread_local std::vector<std::shared_ptr<ServerLink>> copy;
+  thread_local std::shared_ptr<const LinkList> snapshot;
   thread_local const Runtime* owner = nullptr;
   const std::uint64_t now = links_version_.load(std::memory_order_acquire);
   if (version != now || owner != this) {
     std::lock_guard lock(links_mutex_);
-    copy = links_;
+    snapshot = std::make_shared<const LinkList>(links_);
     version = now;
     owner = this;
   }
-  return copy;
+  return snapshot;
 }
 
 std::shared_ptr<ServerLink> Runtime::launch(const DistOptions& options,
@@ -226,7 +228,8 @@ void Runtime::on_exit(pid_t pid, int status) {
 
 std::size_t Runtime::pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy) {
   std::size_t handled = 0;
-  for (const auto& link : links()) {
+  const auto all = links();
+  for (const auto& link : *all) {
     if (link->outstanding() == 0) continue;
     handled += link->pump(deadline);
     if (busy != nullptr && link->outstanding() != 0) busy->push_back(link);
@@ -235,7 +238,8 @@ std::size_t Runtime::pump_all(Deadline deadline, std::vector<std::shared_ptr<Ser
 }
 
 void Runtime::expire_all(Clock::time_point now) {
-  for (const auto& link : links()) link->expire(now);
+  const auto all = links();
+  for (const auto& link : *all) link->expire(now);
 }
 
 void Runtime::retire_idle_links() {
@@ -312,11 +316,17 @@ void Runtime::drive(ResultState& state, Deadline until) {
 
 void Runtime::background_loop() {
   auto idle_since = Clock::now();
+  std::uint64_t calls_seen = calls_.load(std::memory_order_relaxed);
+  auto last_call = idle_since;  // when calls_ was last seen to change
   while (!stopping_.load(std::memory_order_acquire)) {
     const auto now = Clock::now();
-    const Clock::time_point last_call{Clock::duration{last_call_.load(std::memory_order_relaxed)}};
+    if (const std::uint64_t calls = calls_.load(std::memory_order_relaxed); calls != calls_seen) {
+      calls_seen = calls;
+      last_call = now;
+    }
     bool outstanding = false;
-    for (const auto& link : links()) outstanding = outstanding || link->outstanding() != 0;
+    const auto all = links();
+    for (const auto& link : *all) outstanding = outstanding || link->outstanding() != 0;
     if (!outstanding || drivers_.load(std::memory_order_relaxed) > 0 ||
         now - last_call < kQuietBeforePump) {
       // Nothing to do, or a thread is pumping, or the program is busy issuing calls.

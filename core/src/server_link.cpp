@@ -33,12 +33,12 @@ ServerLink::~ServerLink() { close(); }
 void ServerLink::close() noexcept { channel_->close(); }
 
 void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
-                         const ResultPtr& state, const std::string& who, bool flush) {
+                         const ResultPtr& state, const Who& who, bool flush) {
   const std::uint64_t call_id = next_call_id_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
     if (dead_.load(std::memory_order_relaxed)) {
-      if (state) state->fail(std::make_exception_ptr(AgentDied(who + ": " + death_)));
+      if (state) state->fail(std::make_exception_ptr(AgentDied(*who + ": " + death_)));
       return;
     }
     if (state) {
@@ -60,12 +60,12 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
       }
     }
     if (!failed) return;
-    std::string text = who + ": sending to its server (" + where_ + "): " + ec.message();
+    std::string text = *who + ": sending to its server (" + where_ + "): " + ec.message();
     if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
       // A server that failed to start says why before it closes: report that, not the close.
       read_last_words();
       std::lock_guard lock(mutex_);
-      if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = who + ": " + death_;
+      if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = *who + ": " + death_;
     }
     if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
       failed->fail(std::make_exception_ptr(AgentDied(text)));
@@ -145,7 +145,7 @@ void ServerLink::on_frame(FrameBytes frame) {
   }
   if (kind == wire::Kind::Error) {
     call.state->fail(std::make_exception_ptr(
-        RemoteError(env->error() ? env->error()->str() : call.who + " failed")));
+        RemoteError(env->error() ? env->error()->str() : *call.who + " failed")));
   } else if (env->messages() && env->messages()->size() > 0) {
     call.state->resolve(from_wire(*env->messages()->Get(0)));
   } else {
@@ -173,7 +173,7 @@ void ServerLink::expire(Clock::time_point now) {
     }
   }
   for (auto& call : expired) {
-    call.state->fail(std::make_exception_ptr(Timeout(call.who + ": call timed out")));
+    call.state->fail(std::make_exception_ptr(Timeout(*call.who + ": call timed out")));
     outstanding_.fetch_sub(1, std::memory_order_release);
   }
 }
@@ -188,7 +188,7 @@ void ServerLink::mark_dead(const std::string& why) {
     timed_ = 0;
   }
   for (auto& [id, call] : failed) {
-    call.state->fail(std::make_exception_ptr(AgentDied(call.who + ": " + why)));
+    call.state->fail(std::make_exception_ptr(AgentDied(*call.who + ": " + why)));
     outstanding_.fetch_sub(1, std::memory_order_release);
   }
   channel_->close();  // nothing more will travel on it

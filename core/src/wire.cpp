@@ -63,10 +63,9 @@ FrameView FrameBuilder::build(const EnvelopeFields& fields) {
   builder_.Clear();
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Msg>>> messages;
   if (!fields.messages.empty()) {
-    std::vector<flatbuffers::Offset<wire::Msg>> offsets;
-    offsets.reserve(fields.messages.size());
-    for (const Msg& m : fields.messages) offsets.push_back(to_wire(builder_, m));
-    messages = builder_.CreateVector(offsets);
+    offsets_.clear();
+    for (const Msg& m : fields.messages) offsets_.push_back(to_wire(builder_, m));
+    messages = builder_.CreateVector(offsets_);
   }
   flatbuffers::Offset<flatbuffers::String> error;
   if (!fields.error.empty()) error = builder_.CreateString(fields.error);

@@ -7,6 +7,7 @@
 #include <span>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "troupe/core/msg.hpp"
 #include "troupe/wire/troupe_generated.h"
@@ -42,6 +43,7 @@ class FrameBuilder {
 
  private:
   flatbuffers::FlatBufferBuilder builder_;
+  std::vector<flatbuffers::Offset<wire::Msg>> offsets_;  // reused: no allocation per build
 };
 
 /// Limits a verifier applies; the defaults admit batches of up to a million messages.

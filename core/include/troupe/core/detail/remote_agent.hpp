@@ -32,14 +32,15 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   const std::string& name() const noexcept { return name_; }
   const std::string& class_name() const noexcept { return class_name_; }
   /// "agent 'A' (class Echo)": made once, since every call's error text starts with it.
-  const std::string& describe() const noexcept { return description_; }
+  const std::string& describe() const noexcept { return *description_; }
+  const ServerLink::Who& who() const noexcept { return description_; }
 
  private:
   void release_on_link();  // sends Release, unbinds from the link
 
   const std::string name_;
   const std::string class_name_;
-  const std::string description_;
+  const ServerLink::Who description_;
   const Kwargs kwargs_;
   const DistOptions options_;
   std::shared_ptr<AgentLane> lane_ = std::make_shared<AgentLane>();

@@ -49,7 +49,9 @@ class Runtime final : public ProgressDriver {
   void drive(ResultState& state, Deadline until) override;
   /// Called on every call: lets the background pump keep out of a busy program's way.
   void note_call() noexcept {
-    last_call_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    // Not an atomic increment: an approximate count is enough to tell "calls keep coming"
+    // (calls from several threads may overwrite each other's), and a plain store is cheaper.
+    calls_.store(calls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   /// Ends everything: links closed (their servers exit), fork server told. Idempotent.
   void shutdown() noexcept;
@@ -59,7 +61,8 @@ class Runtime final : public ProgressDriver {
   explicit Runtime(std::unique_ptr<Transport> local);
   void start_threads();
   void add_link(const std::shared_ptr<ServerLink>& link);
-  std::vector<std::shared_ptr<ServerLink>> links();
+  using LinkList = std::vector<std::shared_ptr<ServerLink>>;
+  std::shared_ptr<const LinkList> links();
   std::size_t pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy);
   void expire_all(Clock::time_point now);
   void retire_idle_links();
@@ -79,7 +82,7 @@ class Runtime final : public ProgressDriver {
   std::map<pid_t, int> exits_;  // guarded by exits_mutex_
 
   std::atomic<int> drivers_{0};  // threads inside drive()
-  std::atomic<Clock::rep> last_call_{0};
+  std::atomic<std::uint64_t> calls_{0};  // see note_call()
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> background_signal_{0};
   std::thread background_;

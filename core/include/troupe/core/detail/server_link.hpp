@@ -24,6 +24,10 @@ namespace troupe::detail {
 
 class ServerLink : public std::enable_shared_from_this<ServerLink> {
  public:
+  /// Whom a request is for, as error texts name it ("agent 'A' (class Echo)"): shared, so that
+  /// a call costs a reference count rather than a copy of the text.
+  using Who = std::shared_ptr<const std::string>;
+
   /// `pid`: the server's process when this program launched it (0: learn it from Hello).
   ServerLink(std::unique_ptr<Channel> channel, pid_t pid, bool launched, std::string where);
   ~ServerLink();
@@ -32,7 +36,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   /// settled by the reply: the first message of a Result (or an empty Msg), a RemoteError for
   /// an Error (named after `who`), AgentDied if the link dies, Timeout past state->deadline.
   void request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
-               const ResultPtr& state, const std::string& who, bool flush = true);
+               const ResultPtr& state, const Who& who, bool flush = true);
   std::uint64_t new_agent_id() noexcept {
     return next_agent_id_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -71,7 +75,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
  private:
   struct Pending {
     ResultPtr state;
-    std::string who;
+    Who who;
   };
   void on_frame(FrameBytes frame);
   bool gone_for_long(Clock::time_point now) const noexcept;
