@@ -10,14 +10,18 @@ tbb::flow::graph& dispatcher_graph() {
   return *graph;
 }
 
-void AgentLane::execute(LaneCall& call) {
-  for (const Msg& input : call.inputs) {
+bool AgentLane::fail_on_failed_input(const std::vector<Msg>& inputs, ResultState& result) {
+  for (const Msg& input : inputs) {
     if (std::exception_ptr error = input.error()) {  // resolved by now: does not block
-      call.result->fail(error);                      // fails "the same way" as its input
-      return;
+      result.fail(error);
+      return true;
     }
   }
-  call.run(call);
+  return false;
+}
+
+void AgentLane::execute(LaneCall& call) {
+  if (!fail_on_failed_input(call.inputs, *call.result)) call.run(call);
 }
 
 void AgentLane::make_nodes() {

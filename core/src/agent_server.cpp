@@ -147,6 +147,7 @@ AgentServer::AgentPtr AgentServer::find_or_create(const std::string& class_name,
   }
   served->bindings = 1;
   agents_.emplace(name, served);
+  count_agents();
   return served;
 }
 
@@ -237,11 +238,15 @@ void AgentServer::worker_loop() {
 }
 
 bool AgentServer::receive(bool may_block) {
-  std::vector<ClientPtr> clients;
-  {
+  // The receiver's copy of the client list, refreshed only when it changes. Only the receiver
+  // (one worker at a time, handed over by receiving_) touches it.
+  if (const auto version = clients_version_.load(std::memory_order_acquire);
+      version != receiver_clients_version_) {
     std::lock_guard lock(clients_mutex_);
-    clients = clients_;
+    receiver_clients_ = clients_;
+    receiver_clients_version_ = version;
   }
+  const std::vector<ClientPtr>& clients = receiver_clients_;
   bool any = false;
   auto poll_one = [&](const ClientPtr& client, Deadline deadline) {
     std::error_code ec;
@@ -349,6 +354,7 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
               (!inputs.empty() && it->first == inputs[0].name())) {
             removed.push_back(it->second);
             it = agents_.erase(it);
+            count_agents();
           } else {
             ++it;
           }
@@ -413,6 +419,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
     ServedCall call;
     {
       std::lock_guard lock(served->mutex);
+      if (turn > 0) ++served->calls;  // the call run last turn (one lock per call, not two)
       if (served->mailbox.empty()) {
         served->running = false;
         return;
@@ -454,6 +461,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
           std::lock_guard lock(agents_mutex_);
           if (auto it = agents_.find(served->name); it != agents_.end() && it->second == served) {
             agents_.erase(it);
+            count_agents();
           }
         }
         break;
@@ -461,15 +469,16 @@ void AgentServer::run_agent(const AgentPtr& served) {
       default:
         break;
     }
-    std::lock_guard lock(served->mutex);
-    ++served->calls;
   }
   make_runnable(served);
 }
 
 bool AgentServer::hosts_several_agents() const {
-  std::lock_guard lock(agents_mutex_);
-  return agents_.size() > 1;
+  return agent_count_.load(std::memory_order_relaxed) > 1;
+}
+
+void AgentServer::count_agents() {
+  agent_count_.store(agents_.size(), std::memory_order_relaxed);
 }
 
 void AgentServer::drop_client(const ClientPtr& client) {

@@ -83,17 +83,22 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Ki
   if (timeout.count() <= 0) timeout = options_.timeout;
   if (timeout.count() > 0) state->deadline = Clock::now() + timeout;
   runtime->note_call();
+  if (lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) return state;
   auto lane_call = std::make_shared<LaneCall>();
   lane_call->inputs = std::move(inputs);
   lane_call->result = state;
   lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
-    ServerLink* link = self->placed_.load(std::memory_order_acquire);
-    link->request(kind, self->agent_id_, c.inputs, c.result, self->who());
-    thread_local std::uint32_t calls = 0;
-    if (++calls % kPumpEvery == 0) link->pump(kNoWait);
+    self->send(kind, c.inputs, c.result);
   };
   lane_->admit(std::move(lane_call));
   return state;
+}
+
+void RemoteAgent::send(wire::Kind kind, const std::vector<Msg>& inputs, const ResultPtr& result) {
+  ServerLink* link = placed_.load(std::memory_order_acquire);
+  link->request(kind, agent_id_, inputs, result, who());
+  thread_local std::uint32_t calls = 0;
+  if (++calls % kPumpEvery == 0) link->pump(kNoWait);
 }
 
 void RemoteAgent::shutdown() {

@@ -34,9 +34,10 @@ void ServerLink::close() noexcept { channel_->close(); }
 
 void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
                          const ResultPtr& state, const Who& who, bool flush) {
-  const std::uint64_t call_id = next_call_id_.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t call_id;
   {
     std::lock_guard lock(mutex_);
+    call_id = next_call_id_++;
     if (dead_.load(std::memory_order_relaxed)) {
       if (state) state->fail(std::make_exception_ptr(AgentDied(*who + ": " + death_)));
       return;

@@ -225,7 +225,7 @@ std::error_code ShmChannel::wait_for_space(std::size_t payload, Deadline deadlin
 std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::size_t budget) {
   std::size_t delivered = 0;
   auto broken = [&](const char*) {
-    broken_ = true;
+    broken_.store(true, std::memory_order_relaxed);
     malformed_.fetch_add(1, std::memory_order_relaxed);
   };
   while (delivered < budget && !broken_) {
@@ -312,6 +312,13 @@ std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t
                              Deadline deadline, std::error_code& ec) {
   ec.clear();
   if (max_frames == 0) return 0;
+  // A look that must not wait, on a channel with nothing to deliver, returns before taking
+  // the lease (an atomic exchange): the runtime's waiters look this way in a tight loop.
+  if (deadline == kNoWait && !consumer_.maybe_has_data() &&
+      inbox_depth_.load(std::memory_order_relaxed) == 0 &&
+      !broken_.load(std::memory_order_relaxed) && !closed_.load(std::memory_order_relaxed)) {
+    return 0;
+  }
   // Another thread receiving (or a blocked sender draining) delivers the frames: this caller
   // returns at once instead of queueing behind it.
   ReceiveLease lease(receive_lease_);

@@ -97,11 +97,16 @@ class AgentServer {
 
   mutable std::mutex agents_mutex_;
   std::map<std::string, AgentPtr> agents_;  // by name
+  std::atomic<std::size_t> agent_count_{0};  // agents_.size(), read without the lock
+  void count_agents();                       // call with agents_mutex_ held after a change
 
   mutable std::mutex clients_mutex_;
   std::vector<ClientPtr> clients_;
   bool owner_gone_ = false;  // guarded by clients_mutex_
   std::atomic<std::uint64_t> clients_version_{0};
+  // The receiver's copy of clients_ (see receive()); owned by whoever holds receiving_.
+  std::vector<ClientPtr> receiver_clients_;
+  std::uint64_t receiver_clients_version_ = ~std::uint64_t{0};
 
   std::mutex runnable_mutex_;
   std::deque<AgentPtr> runnable_;

@@ -112,7 +112,7 @@ class ShmChannel final : public Channel {
   std::atomic<std::size_t> inbox_depth_{0};
   std::vector<std::byte> partial_;    ///< a fragmented frame being reassembled
   std::size_t partial_expected_ = 0;  ///< its total length (0: none in progress)
-  bool broken_ = false;               ///< the peer broke the record protocol
+  std::atomic<bool> broken_{false};  ///< the peer broke the record protocol
 
   // Peer liveness; guarded by peer_mutex_ (cold path only).
   std::mutex peer_mutex_;

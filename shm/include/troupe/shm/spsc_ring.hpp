@@ -273,6 +273,13 @@ class SpscRingConsumer {
     return head_ != tail_cache_;
   }
 
+  /// A hint that any thread may ask (it reads only the shared positions): false when every
+  /// published record was taken and released, i.e. there is certainly nothing to take.
+  bool maybe_has_data() const noexcept {
+    return ring_->tail.load(std::memory_order_relaxed) !=
+           ring_->head.load(std::memory_order_relaxed);
+  }
+
   /// Gives the space of every taken record back to the producer; wakes it if it sleeps.
   void publish_head() noexcept {
     if (head_ == released_) return;

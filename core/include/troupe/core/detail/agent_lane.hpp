@@ -48,6 +48,19 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// Admits a call after every call admitted before it (by this thread). Never blocks on a
   /// pending input.
   void admit(LaneCallPtr call);
+  /// The direct path without a LaneCall: when every input is resolved and nothing is queued,
+  /// runs `run()` now, in lane order (or fails `result` with a failed input's error), and
+  /// returns true. Otherwise returns false: admit() the call instead.
+  template <class Run>
+  bool run_if_direct(const std::vector<Msg>& inputs, const ResultPtr& result, Run&& run) {
+    std::lock_guard lock(admit_mutex_);
+    for (const Msg& input : inputs) {
+      if (!input.ready()) return false;
+    }
+    if (queued_.load(std::memory_order_acquire) != 0) return false;
+    if (!fail_on_failed_input(inputs, *result)) run();
+    return true;
+  }
   /// Calls admitted to the graph and not yet run.
   int queued() const noexcept { return queued_.load(std::memory_order_acquire); }
   /// Waits (yielding) until queued() == 0.
@@ -55,6 +68,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
 
  private:
   static void execute(LaneCall& call);
+  /// Fails `result` with the first failed input's error ("the same way"); true if it did.
+  static bool fail_on_failed_input(const std::vector<Msg>& inputs, ResultState& result);
   void make_nodes();
 
   std::mutex admit_mutex_;

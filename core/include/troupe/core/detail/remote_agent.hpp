@@ -37,6 +37,8 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
 
  private:
   void release_on_link();  // sends Release, unbinds from the link
+  // Sends a call whose inputs are resolved; its reply settles `result`.
+  void send(wire::Kind kind, const std::vector<Msg>& inputs, const ResultPtr& result);
 
   const std::string name_;
   const std::string class_name_;

@@ -64,6 +64,8 @@ class Runtime final : public ProgressDriver {
   using LinkList = std::vector<std::shared_ptr<ServerLink>>;
   std::shared_ptr<const LinkList> links();
   std::size_t pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy);
+  std::size_t pump_links(const LinkList& all, std::vector<std::shared_ptr<ServerLink>>* busy,
+                         Deadline deadline = kNoWait);
   void expire_all(Clock::time_point now);
   void retire_idle_links();
   void background_loop();

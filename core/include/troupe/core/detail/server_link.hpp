@@ -99,7 +99,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::size_t timed_ = 0;  // pending calls that have a deadline
 
   std::atomic<std::size_t> outstanding_{0};
-  std::atomic<std::uint64_t> next_call_id_{1};
+  std::uint64_t next_call_id_ = 1;  // guarded by mutex_
   std::atomic<std::uint64_t> next_agent_id_{1};
   std::atomic<int> bound_{0};
 };
