@@ -12,7 +12,11 @@ AgentBase::AgentBase(std::string name, Kwargs kwargs)
       lane_(std::make_shared<detail::AgentLane>()) {}
 
 AgentBase::~AgentBase() {
-  // Deferred calls run reply() on this object: they must finish before it goes.
+  // Deferred calls would run reply() on this object, whose derived part is already gone: the
+  // ones that have not started fail instead, with a clear error, once their inputs resolve.
+  // (A deferred call running on another thread right now is the user's race, as with any
+  // object destroyed while in use: keep an in-process agent alive until its results are in.)
+  lane_->close("agent '" + name_ + "' was destroyed before this call could run");
   lane_->drain();
 }
 
@@ -40,7 +44,11 @@ Msg AgentBase::operator()(std::vector<Msg> xs) {
   call->inputs = std::move(xs);
   // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
   call->result = std::make_shared<detail::ResultState>(detail::Runtime::get());
-  call->run = [this](detail::LaneCall& c) {
+  call->run = [this, lane = lane_](detail::LaneCall& c) {
+    if (const std::string* why = lane->closed()) {
+      c.result->fail(std::make_exception_ptr(Error(*why)));
+      return;
+    }
     try {
       c.result->resolve(reply(c.inputs));
     } catch (const std::exception& e) {

@@ -2,6 +2,9 @@
 
 #include <sched.h>
 
+#include <chrono>
+#include <deque>
+
 namespace troupe::detail {
 
 tbb::flow::graph& dispatcher_graph() {
@@ -24,13 +27,58 @@ void AgentLane::execute(LaneCall& call) {
   if (!fail_on_failed_input(call.inputs, *call.result)) call.run(call);
 }
 
+namespace {
+
+// Nodes of dead lanes, kept for a grace period. After the runner's body returns, TBB's task
+// still touches the node (its concurrency count, the next buffered message), and the lane's
+// owner may be freed as soon as the body has run, even by that very task (a LaneCall holding
+// the last reference to its agent). Nothing tells when TBB is done with a node short of
+// graph::wait_for_all(), which may wait on every other lane; so a dead lane's nodes are
+// destroyed a second later, by the next lane to die after that.
+constexpr auto kNodeGrace = std::chrono::seconds(1);
+
+struct DeadNodes {
+  std::chrono::steady_clock::time_point died;
+  std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer;
+  std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner;
+};
+
+void bury_nodes(DeadNodes dead) {
+  static auto* mutex = new std::mutex;  // never destroyed, like the graph
+  static auto* graveyard = new std::deque<DeadNodes>;
+  std::deque<DeadNodes> expired;
+  {
+    std::lock_guard lock(*mutex);
+    while (!graveyard->empty() && dead.died - graveyard->front().died > kNodeGrace) {
+      expired.push_back(std::move(graveyard->front()));
+      graveyard->pop_front();
+    }
+    graveyard->push_back(std::move(dead));
+  }
+  // `expired` is destroyed here, outside the lock: runner before sequencer (edge order).
+  for (auto& nodes : expired) nodes.runner.reset();
+}
+
+}  // namespace
+
+AgentLane::~AgentLane() {
+  if (sequencer_) {
+    bury_nodes({std::chrono::steady_clock::now(), std::move(sequencer_), std::move(runner_)});
+  }
+}
+
 void AgentLane::make_nodes() {
   sequencer_ = std::make_unique<tbb::flow::sequencer_node<LaneCallPtr>>(
       dispatcher_graph(), [](const LaneCallPtr& call) { return call->seq; });
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
-        execute(*call);
+        // An exception escaping a body would cancel the whole graph: it fails this call.
+        try {
+          execute(*call);
+        } catch (...) {
+          call->result->fail(std::current_exception());
+        }
         // SYNC POINT: release pairs with the acquire load in admit(): a direct call that
         // sees the count drop runs after this one.
         queued_.fetch_sub(1, std::memory_order_acq_rel);
@@ -67,6 +115,12 @@ void AgentLane::admit(LaneCallPtr call) {
   };
   for (const Msg* input : waiting_on) input->state()->on_settled(release);
   release();
+}
+
+void AgentLane::close(std::string why) {
+  if (closing_.load(std::memory_order_relaxed)) return;
+  closed_why_ = std::move(why);
+  closing_.store(true, std::memory_order_release);
 }
 
 void AgentLane::drain() const {

@@ -13,6 +13,8 @@ namespace troupe {
 namespace {
 
 constexpr auto kManagementTimeout = std::chrono::seconds(10);
+/// How long a launcher's shutdown waits for its server to end after SIGTERM before SIGKILL.
+constexpr auto kLauncherStopGrace = std::chrono::seconds(5);
 
 std::string demangle(const char* name) {
   int status = 0;
@@ -223,7 +225,11 @@ void RpcAgentServerLauncher::shutdown() {
   // Attached clients would keep the server alive: a launcher's shutdown ends it for them too.
   if (link->pid() > 0) ::kill(link->pid(), SIGTERM);
   if (auto* runtime = detail::Runtime::get(); runtime && !runtime->shutting_down()) {
-    runtime->wait_exit(link->pid());
+    // A server stuck in a reply() does not hold the launcher's owner forever.
+    if (!runtime->wait_exit(link->pid(), kLauncherStopGrace) && link->pid() > 0) {
+      ::kill(link->pid(), SIGKILL);
+      runtime->wait_exit(link->pid());
+    }
   }
 }
 

@@ -181,6 +181,11 @@ void ForkServer::set_exit_handler(ExitHandler handler) {
   exit_handler_ = std::move(handler);
 }
 
+void ForkServer::set_spawn_handler(SpawnHandler handler) {
+  std::lock_guard lock(mutex_);
+  spawn_handler_ = std::move(handler);
+}
+
 pid_t ForkServer::spawn(nlohmann::json request) {
   std::unique_lock lock(mutex_);
   if (gone_) throw Error("the fork server is gone: no agent server can be started");
@@ -203,6 +208,13 @@ void ForkServer::read_loop() {
   while (auto message = receive_json(socket_)) {
     const std::string op = message->value("op", "");
     if (op == "spawned") {
+      // The fork server is single-threaded: it reports a spawn before that child's exit.
+      SpawnHandler handler;
+      {
+        std::lock_guard lock(mutex_);
+        handler = spawn_handler_;
+      }
+      if (const auto pid = message->value("pid", pid_t{0}); handler && pid > 0) handler(pid);
       const auto id = message->value("id", std::uint64_t{0});
       std::lock_guard lock(mutex_);
       replies_[id] = std::move(*message);

@@ -87,6 +87,12 @@ void Runtime::initialise(std::unique_ptr<Transport> local) {
       [transport] { transport->remove_stale(); });
   runtime->fork_server_->set_exit_handler(
       [runtime](pid_t pid, int status) { runtime->on_exit(pid, status); });
+  runtime->fork_server_->set_spawn_handler([runtime](pid_t pid) {
+    // A new process with this pid: an exit recorded for the pid belongs to an older one, and
+    // would otherwise mark the new server dead at launch.
+    std::lock_guard lock(runtime->exits_mutex_);
+    runtime->exits_.erase(pid);
+  });
   g_runtime.store(runtime, std::memory_order_release);
   runtime->start_threads();
   std::atexit([] {
@@ -200,9 +206,14 @@ std::shared_ptr<ServerLink> Runtime::connect(const std::string& host, int port) 
   return link;
 }
 
-int Runtime::wait_exit(pid_t pid) {
+std::optional<int> Runtime::wait_exit(pid_t pid, std::chrono::nanoseconds timeout) {
   std::unique_lock lock(exits_mutex_);
-  exited_.wait(lock, [&] { return exits_.count(pid) != 0 || stopping_.load(); });
+  const auto ended = [&] { return exits_.count(pid) != 0 || stopping_.load(); };
+  if (timeout == std::chrono::nanoseconds::max()) {
+    exited_.wait(lock, ended);
+  } else if (!exited_.wait_for(lock, timeout, ended)) {
+    return std::nullopt;
+  }
   auto it = exits_.find(pid);
   return it == exits_.end() ? 0 : it->second;
 }

@@ -1,7 +1,11 @@
 // AgentBase in process, the registry, and what to_dist refuses up front.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "support/test_agents.hpp"
+#include "troupe/core/detail/result_state.hpp"
 
 namespace troupe {
 namespace {
@@ -31,6 +35,28 @@ TEST(AgentTest, InProcessExceptionIsAFailedResult) {
   EXPECT_NE(bad.error_message().find("agent 'F' (class Faulty) raised: asked to fail"),
             std::string::npos)
       << bad.error_message();
+}
+
+TEST(AgentTest, DestroyingAnAgentFailsItsDeferredCallsClearly) {
+  auto gate = std::make_shared<detail::ResultState>();
+  const Msg input = Msg::placeholder(gate);
+  Msg deferred;
+  std::thread resolver;
+  {
+    Counter c("C");
+    deferred = c(input);  // waits for `input`
+    EXPECT_FALSE(deferred.ready());
+    resolver = std::thread([gate] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      gate->resolve(Msg("u", "x"));
+    });
+  }  // ~Counter waits for the deferred call, which must not run reply() on a dead object
+  resolver.join();
+  ASSERT_TRUE(deferred.wait_for(std::chrono::seconds(10)));
+  EXPECT_THROW((void)deferred.content(), Error);
+  EXPECT_NE(deferred.error_message().find("agent 'C' was destroyed before this call could run"),
+            std::string::npos)
+      << deferred.error_message();
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "troupe/core/detail/result_state.hpp"
@@ -44,6 +45,9 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   AgentLane() = default;
   AgentLane(const AgentLane&) = delete;
   AgentLane& operator=(const AgentLane&) = delete;
+  /// The nodes outlive the lane by a grace period (see bury_nodes in agent_lane.cpp): the last
+  /// reference to a lane can go while a TBB task still finishes its runner's bookkeeping.
+  ~AgentLane();
 
   /// Admits a call after every call admitted before it (by this thread). Never blocks on a
   /// pending input.
@@ -65,6 +69,14 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   int queued() const noexcept { return queued_.load(std::memory_order_acquire); }
   /// Waits (yielding) until queued() == 0.
   void drain() const;
+  /// The lane's owner is going: calls that have not run yet fail with troupe::Error(`why`)
+  /// instead of running (see closed()).
+  void close(std::string why);
+  /// After close(): the text calls that have not run fail with; else nullptr.
+  const std::string* closed() const noexcept {
+    // SYNC POINT: acquire pairs with the release store in close(): closed_why_ is written.
+    return closing_.load(std::memory_order_acquire) ? &closed_why_ : nullptr;
+  }
 
  private:
   static void execute(LaneCall& call);
@@ -75,6 +87,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::mutex admit_mutex_;
   std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
   std::atomic<int> queued_{0};
+  std::atomic<bool> closing_{false};
+  std::string closed_why_;  // written once, before closing_ is set
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };

@@ -30,6 +30,9 @@ class ForkServer {
   using ChildMain = std::function<int(const nlohmann::json& request)>;
   /// Called on the main process's reader thread when a spawned child ends.
   using ExitHandler = std::function<void(pid_t pid, int wait_status)>;
+  /// Called on the reader thread when a child is spawned, before spawn() returns and before
+  /// any exit of that child is reported: a reused pid's old exit status can be forgotten then.
+  using SpawnHandler = std::function<void(pid_t pid)>;
   /// Removes what dead processes left behind (the transport's segments).
   using Cleanup = std::function<void()>;
 
@@ -41,6 +44,7 @@ class ForkServer {
   /// Throws troupe::Error if the fork server is gone or fork fails.
   pid_t spawn(nlohmann::json request);
   void set_exit_handler(ExitHandler handler);
+  void set_spawn_handler(SpawnHandler handler);
   pid_t pid() const noexcept { return pid_; }
 
  private:
@@ -56,6 +60,7 @@ class ForkServer {
   std::uint64_t next_id_ = 1;                        // guarded by mutex_
   bool gone_ = false;                                // guarded by mutex_
   ExitHandler exit_handler_;                         // guarded by mutex_
+  SpawnHandler spawn_handler_;                       // guarded by mutex_
 };
 
 }  // namespace troupe::detail

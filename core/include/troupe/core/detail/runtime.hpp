@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -43,8 +44,10 @@ class Runtime final : public ProgressDriver {
   std::shared_ptr<ServerLink> launch(const DistOptions& options, const nlohmann::json& pinned);
   /// A bound link to the running server at host:port (shared by the agents attached to it).
   std::shared_ptr<ServerLink> connect(const std::string& host, int port);
-  /// Blocks until the fork server reports that `pid` ended; returns its wait status.
-  int wait_exit(pid_t pid);
+  /// Blocks until the fork server reports that `pid` ended (or `timeout`: nullopt); returns
+  /// its wait status (0 if the runtime is shutting down).
+  std::optional<int> wait_exit(pid_t pid,
+                               std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
   void drive(ResultState& state, Deadline until) override;
   /// Called on every call: lets the background pump keep out of a busy program's way.
