@@ -13,7 +13,7 @@ tbb::flow::graph& dispatcher_graph() {
   return *graph;
 }
 
-bool AgentLane::fail_on_failed_input(const std::vector<Msg>& inputs, ResultState& result) {
+bool AgentLane::fail_on_failed_input(std::span<const Msg> inputs, ResultState& result) {
   for (const Msg& input : inputs) {
     if (std::exception_ptr error = input.error()) {  // resolved by now: does not block
       result.fail(error);

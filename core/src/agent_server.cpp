@@ -56,7 +56,6 @@ using detail::ServedCall;
 using detail::ServedClient;
 using namespace std::chrono_literals;
 
-constexpr auto kSendDeadline = std::chrono::seconds(30);
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 constexpr auto kIdleReceive = std::chrono::milliseconds(50);
@@ -72,8 +71,9 @@ FrameBuilder& reply_builder() {
 }
 
 void send_to(ServedClient& client, const EnvelopeFields& fields) {
-  // A client that is gone cannot be answered; its calls are dropped with it.
-  (void)client.channel->send(reply_builder().build(fields), Clock::now() + kSendDeadline);
+  // A full ring waits while the client lives (backpressure: a slow reader loses nothing); a
+  // client that is gone cannot be answered, and its calls are dropped with it.
+  (void)client.channel->send(reply_builder().build(fields), Deadline::max());
 }
 
 void send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
@@ -197,11 +197,14 @@ void AgentServer::stop() noexcept {
 void AgentServer::worker_loop() {
   while (!stopping_.load(std::memory_order_acquire)) {
     AgentPtr agent;
-    {
+    // A look without the lock first: the count is stored under it, and a worker that misses
+    // a push here is woken for it or finds it on its next turn.
+    if (runnable_size_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard lock(runnable_mutex_);
       if (!runnable_.empty()) {
         agent = std::move(runnable_.front());
         runnable_.pop_front();
+        runnable_size_.store(runnable_.size(), std::memory_order_relaxed);
       }
     }
     if (agent) {
@@ -210,10 +213,20 @@ void AgentServer::worker_loop() {
     }
     bool vacant = false;
     // SYNC POINT: acquire/release on the receiver's role hands over the receiver-only state
-    // (the clients' handle maps) from one worker to the next.
+    // (the clients' handle maps, receiver_runnable_) from one worker to the next.
     if (receiving_.compare_exchange_strong(vacant, true, std::memory_order_acquire)) {
       receive(/*may_block=*/true);
+      // The agents this receive made runnable: the receiver runs the first itself (no queue,
+      // no hand-over) and hands the others to followers.
+      thread_local std::vector<AgentPtr> mine;
+      mine.swap(receiver_runnable_);
       receiving_.store(false, std::memory_order_release);
+      if (!mine.empty()) {
+        for (std::size_t i = 1; i < mine.size(); ++i) make_runnable(mine[i], /*wake=*/true);
+        agent = std::move(mine.front());
+        mine.clear();
+        run_agent(agent);
+      }
       continue;
     }
     // A follower: nap until work is handed over, or a millisecond passes (then look for a
@@ -324,7 +337,7 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
         agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs)});
         start = !std::exchange(agent->running, true);
       }
-      if (start) make_runnable(agent);
+      if (start) receiver_runnable_.push_back(std::move(agent));  // run after this receive
       return;
     }
     case wire::Kind::Create: {
@@ -388,15 +401,16 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
   }
 }
 
-void AgentServer::make_runnable(const AgentPtr& agent) {
+void AgentServer::make_runnable(const AgentPtr& agent, bool wake) {
   std::size_t waiting;
   {
     std::lock_guard lock(runnable_mutex_);
     runnable_.push_back(agent);
     waiting = runnable_.size();
+    runnable_size_.store(waiting, std::memory_order_relaxed);
   }
-  // The receiver takes one runnable agent itself; wake a follower for any more.
-  if (waiting > 1 && sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
+  // The caller takes one runnable agent itself (unless `wake`); wake a follower for any more.
+  if ((wake || waiting > 1) && sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
     detail::futex_wake_private(work_signal_, 1);
   }
@@ -432,9 +446,10 @@ void AgentServer::run_agent(const AgentPtr& served) {
     switch (call.kind) {
       case wire::Kind::Call:
         try {
-          std::vector<Msg> result{served->agent->reply(call.inputs)};
-          send_to(client,
-                  {.kind = wire::Kind::Result, .call_id = call.call_id, .messages = result});
+          const Msg result = served->agent->reply(call.inputs);
+          send_to(client, {.kind = wire::Kind::Result,
+                           .call_id = call.call_id,
+                           .messages = std::span<const Msg>(&result, 1)});
         } catch (const std::exception& e) {
           send_error(client, call.call_id, served->describe() + " raised: " + e.what());
         } catch (...) {

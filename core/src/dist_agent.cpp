@@ -78,18 +78,25 @@ const detail::RemoteAgent& DistAgent::agent() const {
   return *agent_;
 }
 
-Msg DistAgent::operator()(const Msg& x) const { return call({x}, {}); }
-Msg DistAgent::operator()(std::initializer_list<Msg> xs) const { return call(xs, {}); }
-Msg DistAgent::operator()(std::vector<Msg> xs) const { return call(std::move(xs), {}); }
+Msg DistAgent::operator()(const Msg& x) const { return call({&x, 1}, {}, nullptr); }
+Msg DistAgent::operator()(std::initializer_list<Msg> xs) const {
+  return call({xs.begin(), xs.size()}, {}, nullptr);
+}
+Msg DistAgent::operator()(std::vector<Msg> xs) const { return call(xs, {}, &xs); }
 
 Msg DistAgent::call(std::vector<Msg> xs, const CallOptions& options) const {
+  return call(xs, options.timeout, &xs);
+}
+
+Msg DistAgent::call(std::span<const Msg> xs, std::chrono::nanoseconds timeout,
+                    std::vector<Msg>* movable) const {
   agent();
-  return Msg::placeholder(agent_->call(std::move(xs), wire::Kind::Call, options.timeout));
+  return Msg::placeholder(agent_->call(xs, wire::Kind::Call, timeout, movable));
 }
 
 ObserveHandle DistAgent::observe(const Msg& x) const {
   agent();
-  auto state = agent_->call({x}, wire::Kind::Observe, std::chrono::nanoseconds{0});
+  auto state = agent_->call({&x, 1}, wire::Kind::Observe, std::chrono::nanoseconds{0});
   // A failure nobody asks about is still reported.
   std::weak_ptr<detail::ResultState> weak = state;
   std::string who = agent_->describe();

@@ -66,8 +66,9 @@ std::shared_ptr<ServerLink> RemoteAgent::link() {
   return link_;
 }
 
-std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Kind kind,
-                                               std::chrono::nanoseconds timeout) {
+std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire::Kind kind,
+                                               std::chrono::nanoseconds timeout,
+                                               std::vector<Msg>* movable) {
   Runtime* runtime = Runtime::get();
   auto state = std::make_shared<ResultState>(runtime);
   if (shut_down_.load(std::memory_order_acquire)) {
@@ -85,7 +86,8 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Ki
   runtime->note_call();
   if (lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) return state;
   auto lane_call = std::make_shared<LaneCall>();
-  lane_call->inputs = std::move(inputs);
+  lane_call->inputs =
+      movable != nullptr ? std::move(*movable) : std::vector<Msg>(inputs.begin(), inputs.end());
   lane_call->result = state;
   lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
     self->send(kind, c.inputs, c.result);
@@ -94,7 +96,7 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::vector<Msg> inputs, wire::Ki
   return state;
 }
 
-void RemoteAgent::send(wire::Kind kind, const std::vector<Msg>& inputs, const ResultPtr& result) {
+void RemoteAgent::send(wire::Kind kind, std::span<const Msg> inputs, const ResultPtr& result) {
   ServerLink* link = placed_.load(std::memory_order_acquire);
   link->request(kind, agent_id_, inputs, result, who());
   thread_local std::uint32_t calls = 0;

@@ -9,7 +9,6 @@
 namespace troupe::detail {
 namespace {
 
-constexpr auto kSendDeadline = std::chrono::seconds(30);
 constexpr std::size_t kPumpBatch = 256;
 /// How long a link whose channel reports the peer gone waits for the fork server's exit status
 /// before failing its calls without it.
@@ -45,19 +44,22 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     if (state) {
       pending_.emplace(call_id, Pending{state, who});
       if (state->deadline != Deadline::max()) ++timed_;
-      outstanding_.fetch_add(1, std::memory_order_release);
+      count_outstanding();
     }
   }
   const FrameBytes frame = request_builder().build(
       {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
-  if (std::error_code ec = channel_->send(frame, Clock::now() + kSendDeadline, flush)) {
+  // A full ring waits as long as the server lives (backpressure, not an error), or until the
+  // call's own deadline: no clock read on the way.
+  const Deadline send_deadline = state ? state->deadline : Deadline::max();
+  if (std::error_code ec = channel_->send(frame, send_deadline, flush)) {
     ResultPtr failed;
     {
       std::lock_guard lock(mutex_);
       if (auto it = pending_.find(call_id); it != pending_.end()) {
         failed = std::move(it->second.state);
         pending_.erase(it);
-        outstanding_.fetch_sub(1, std::memory_order_release);
+        count_outstanding();
       }
     }
     if (!failed) return;
@@ -143,6 +145,7 @@ void ServerLink::on_frame(FrameBytes frame) {
     call = std::move(it->second);
     if (call.state->deadline != Deadline::max()) --timed_;
     pending_.erase(it);
+    count_outstanding();
   }
   if (kind == wire::Kind::Error) {
     call.state->fail(std::make_exception_ptr(
@@ -152,7 +155,6 @@ void ServerLink::on_frame(FrameBytes frame) {
   } else {
     call.state->resolve(Msg());
   }
-  outstanding_.fetch_sub(1, std::memory_order_release);
 }
 
 void ServerLink::expire(Clock::time_point now) {
@@ -172,10 +174,10 @@ void ServerLink::expire(Clock::time_point now) {
         ++it;
       }
     }
+    count_outstanding();
   }
   for (auto& call : expired) {
     call.state->fail(std::make_exception_ptr(Timeout(*call.who + ": call timed out")));
-    outstanding_.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -187,10 +189,10 @@ void ServerLink::mark_dead(const std::string& why) {
     death_ = why;
     failed.swap(pending_);
     timed_ = 0;
+    count_outstanding();
   }
   for (auto& [id, call] : failed) {
     call.state->fail(std::make_exception_ptr(AgentDied(*call.who + ": " + why)));
-    outstanding_.fetch_sub(1, std::memory_order_release);
   }
   channel_->close();  // nothing more will travel on it
 }

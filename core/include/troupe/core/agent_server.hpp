@@ -84,7 +84,7 @@ class AgentServer {
   bool receive(bool may_block);
   void on_frame(const ClientPtr& client, FrameBytes frame);
   void run_agent(const AgentPtr& agent);
-  void make_runnable(const AgentPtr& agent);
+  void make_runnable(const AgentPtr& agent, bool wake = false);
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
                           const std::string& kwargs_json, std::string& error);
   void drop_client(const ClientPtr& client);
@@ -110,6 +110,9 @@ class AgentServer {
 
   std::mutex runnable_mutex_;
   std::deque<AgentPtr> runnable_;
+  std::atomic<std::size_t> runnable_size_{0};  // runnable_.size(), stored under the lock
+  // Agents made runnable by the current receive (receiver-owned, see worker_loop()).
+  std::vector<AgentPtr> receiver_runnable_;
   std::atomic<bool> receiving_{false};         // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};

@@ -8,6 +8,7 @@
 #include <exception>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,10 @@ class DistAgent {
 
  private:
   const detail::RemoteAgent& agent() const;
+  // The one path of every call: `xs` is copied only if the call must wait, and moved from
+  // `movable` (when given, it holds the same messages) instead.
+  Msg call(std::span<const Msg> xs, std::chrono::nanoseconds timeout,
+           std::vector<Msg>* movable) const;
   std::shared_ptr<detail::RemoteAgent> agent_;
 };
 

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,7 +57,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// runs `run()` now, in lane order (or fails `result` with a failed input's error), and
   /// returns true. Otherwise returns false: admit() the call instead.
   template <class Run>
-  bool run_if_direct(const std::vector<Msg>& inputs, const ResultPtr& result, Run&& run) {
+  bool run_if_direct(std::span<const Msg> inputs, const ResultPtr& result, Run&& run) {
     std::lock_guard lock(admit_mutex_);
     for (const Msg& input : inputs) {
       if (!input.ready()) return false;
@@ -81,7 +82,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
  private:
   static void execute(LaneCall& call);
   /// Fails `result` with the first failed input's error ("the same way"); true if it did.
-  static bool fail_on_failed_input(const std::vector<Msg>& inputs, ResultState& result);
+  static bool fail_on_failed_input(std::span<const Msg> inputs, ResultState& result);
   void make_nodes();
 
   std::mutex admit_mutex_;

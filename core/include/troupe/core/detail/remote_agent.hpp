@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -18,9 +19,11 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   RemoteAgent(std::string name, std::string class_name, Kwargs kwargs, DistOptions options);
   ~RemoteAgent();
 
-  /// Issues a call (Call or Observe) in program order; returns its placeholder at once.
-  std::shared_ptr<ResultState> call(std::vector<Msg> inputs, wire::Kind kind,
-                                    std::chrono::nanoseconds timeout);
+  /// Issues a call (Call or Observe) in program order; returns its placeholder at once. The
+  /// inputs are copied only if the call must wait (moved from `movable`, if given, instead).
+  std::shared_ptr<ResultState> call(std::span<const Msg> inputs, wire::Kind kind,
+                                    std::chrono::nanoseconds timeout,
+                                    std::vector<Msg>* movable = nullptr);
   /// Starts (or attaches to) the server and binds the agent there, if not done yet.
   /// Throws what prevents it.
   void ensure_placed();
@@ -38,7 +41,7 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
  private:
   void release_on_link();  // sends Release, unbinds from the link
   // Sends a call whose inputs are resolved; its reply settles `result`.
-  void send(wire::Kind kind, const std::vector<Msg>& inputs, const ResultPtr& result);
+  void send(wire::Kind kind, std::span<const Msg> inputs, const ResultPtr& result);
 
   const std::string name_;
   const std::string class_name_;

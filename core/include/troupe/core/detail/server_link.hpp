@@ -78,6 +78,11 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
     Who who;
   };
   void on_frame(FrameBytes frame);
+  // Publishes pending_.size() (mutex_ held): a plain store, not a read-modify-write per call.
+  // The count drops when a call leaves pending_, just before its state settles.
+  void count_outstanding() noexcept {
+    outstanding_.store(pending_.size(), std::memory_order_release);
+  }
   bool gone_for_long(Clock::time_point now) const noexcept;
   // Delivers what the server sent before it went (a start-up error, its Hello).
   void read_last_words();
