@@ -37,7 +37,8 @@ BENCHMARK(BM_BuildCallFrame);
 void BM_VerifyFrame(benchmark::State& state) {
   troupe::FrameBuilder builder;
   const std::vector<troupe::Msg> msgs{sample()};
-  const auto view = builder.build({.kind = troupe::wire::Kind::Call, .call_id = 1, .messages = msgs});
+  const auto view =
+      builder.build({.kind = troupe::wire::Kind::Call, .call_id = 1, .messages = msgs});
   const std::vector<std::byte> frame(view.begin(), view.end());
   for (auto _ : state) {
     std::error_code ec;
@@ -49,7 +50,8 @@ BENCHMARK(BM_VerifyFrame);
 void BM_FromWire(benchmark::State& state) {
   troupe::FrameBuilder builder;
   const std::vector<troupe::Msg> msgs{sample()};
-  const auto view = builder.build({.kind = troupe::wire::Kind::Call, .call_id = 1, .messages = msgs});
+  const auto view =
+      builder.build({.kind = troupe::wire::Kind::Call, .call_id = 1, .messages = msgs});
   const std::vector<std::byte> frame(view.begin(), view.end());
   std::error_code ec;
   const auto* env = troupe::verify_frame(frame, ec);

@@ -1368,8 +1368,7 @@ void register_benchmarks() {
         {s + "ShmChannel/each", [](State& st) { stream_shm_channel<N>(st, 1); }},
         {s + "TroupeRing/batch32", [](State& st) { stream_troupe_ring<N>(st, kBatch); }},
         {s + "RawRing/batch32", [](State& st) { stream_raw_ring<N>(st, kBatch); }},
-        {s + "TroupeRing/record/batch32",
-         [](State& st) { stream_troupe_ring<N - 8>(st, kBatch); }},
+        {s + "TroupeRing/record/batch32", [](State& st) { stream_troupe_ring<N - 8>(st, kBatch); }},
         {s + "BoostLockfree/bulk32", [](State& st) { stream_boost_lockfree<N>(st, kBatch); }},
         {s + "ShmChannel/flush32", [](State& st) { stream_shm_channel<N>(st, kBatch); }},
     });

@@ -13,11 +13,11 @@ AgentBase::AgentBase(std::string name, Kwargs kwargs)
 
 AgentBase::~AgentBase() {
   // Deferred calls would run reply() on this object, whose derived part is already gone: the
-  // ones that have not started fail instead, with a clear error, once their inputs resolve.
-  // (A deferred call running on another thread right now is the user's race, as with any
-  // object destroyed while in use: keep an in-process agent alive until its results are in.)
+  // ones that have not started fail now, with a clear error, and never run; one that runs on
+  // another thread is waited for. (Its inputs resolving while the derived destructor runs is
+  // the user's race, as with any object destroyed while in use: keep an in-process agent alive
+  // until its deferred results are in.)
   lane_->close("agent '" + name_ + "' was destroyed before this call could run");
-  lane_->drain();
 }
 
 std::string AgentBase::class_name() const {

@@ -2,8 +2,11 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
+
+#include "troupe/core/error.hpp"
 
 namespace troupe::detail {
 
@@ -73,12 +76,15 @@ void AgentLane::make_nodes() {
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
+        // SYNC POINT: seq_cst, the Dekker pair with close() (see closed()).
+        executing_.fetch_add(1, std::memory_order_seq_cst);
         // An exception escaping a body would cancel the whole graph: it fails this call.
         try {
           execute(*call);
         } catch (...) {
           call->result->fail(std::current_exception());
         }
+        executing_.fetch_sub(1, std::memory_order_release);
         // SYNC POINT: release pairs with the acquire load in admit(): a direct call that
         // sees the count drop runs after this one.
         queued_.fetch_sub(1, std::memory_order_acq_rel);
@@ -98,6 +104,11 @@ void AgentLane::admit(LaneCallPtr call) {
   if (!sequencer_) make_nodes();
   call->seq = next_seq_++;
   queued_.fetch_add(1, std::memory_order_relaxed);
+  if (admitted_.size() >= sweep_at_) {
+    std::erase_if(admitted_, [](const std::weak_ptr<LaneCall>& c) { return c.expired(); });
+    sweep_at_ = std::max<std::size_t>(64, 2 * admitted_.size());
+  }
+  admitted_.push_back(call);
   lock.unlock();
 
   // One count per pending input, plus one held while continuations are registered.
@@ -118,13 +129,23 @@ void AgentLane::admit(LaneCallPtr call) {
 }
 
 void AgentLane::close(std::string why) {
-  if (closing_.load(std::memory_order_relaxed)) return;
-  closed_why_ = std::move(why);
-  closing_.store(true, std::memory_order_release);
-}
-
-void AgentLane::drain() const {
-  while (queued() > 0) ::sched_yield();
+  std::vector<std::weak_ptr<LaneCall>> admitted;
+  {
+    std::lock_guard lock(admit_mutex_);
+    if (closing_.load(std::memory_order_relaxed)) return;
+    closed_why_ = std::move(why);
+    closing_.store(true, std::memory_order_seq_cst);
+    admitted.swap(admitted_);
+  }
+  // A call that has not run fails now; when its inputs resolve later it finds the lane closed
+  // and its result settled, and touches nothing.
+  for (const auto& weak : admitted) {
+    if (LaneCallPtr call = weak.lock()) {
+      call->result->fail(std::make_exception_ptr(Error(closed_why_)));
+    }
+  }
+  // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()).
+  while (executing_.load(std::memory_order_seq_cst) > 0) ::sched_yield();
 }
 
 }  // namespace troupe::detail

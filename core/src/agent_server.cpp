@@ -56,6 +56,7 @@ using detail::ServedCall;
 using detail::ServedClient;
 using namespace std::chrono_literals;
 
+constexpr auto kSendDeadline = std::chrono::seconds(30);
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 constexpr auto kIdleReceive = std::chrono::milliseconds(50);
@@ -71,9 +72,10 @@ FrameBuilder& reply_builder() {
 }
 
 void send_to(ServedClient& client, const EnvelopeFields& fields) {
-  // A full ring waits while the client lives (backpressure: a slow reader loses nothing); a
-  // client that is gone cannot be answered, and its calls are dropped with it.
-  (void)client.channel->send(reply_builder().build(fields), Deadline::max());
+  // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
+  // not hold a worker, and with it every other client, for good. A client that is gone cannot
+  // be answered; its calls are dropped with it.
+  (void)client.channel->send(reply_builder().build(fields), Clock::now() + kSendDeadline);
 }
 
 void send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
@@ -216,17 +218,14 @@ void AgentServer::worker_loop() {
     // (the clients' handle maps, receiver_runnable_) from one worker to the next.
     if (receiving_.compare_exchange_strong(vacant, true, std::memory_order_acquire)) {
       receive(/*may_block=*/true);
-      // The agents this receive made runnable: the receiver runs the first itself (no queue,
-      // no hand-over) and hands the others to followers.
-      thread_local std::vector<AgentPtr> mine;
-      mine.swap(receiver_runnable_);
-      receiving_.store(false, std::memory_order_release);
-      if (!mine.empty()) {
-        for (std::size_t i = 1; i < mine.size(); ++i) make_runnable(mine[i], /*wake=*/true);
-        agent = std::move(mine.front());
-        mine.clear();
-        run_agent(agent);
+      // The first agent this receive made runnable: the receiver runs it itself (no queue,
+      // no hand-over; on_frame handed any other to the followers).
+      if (!receiver_runnable_.empty()) {
+        agent = std::move(receiver_runnable_.front());
+        receiver_runnable_.clear();
       }
+      receiving_.store(false, std::memory_order_release);
+      if (agent) run_agent(agent);
       continue;
     }
     // A follower: nap until work is handed over, or a millisecond passes (then look for a
@@ -291,6 +290,10 @@ bool AgentServer::receive(bool may_block) {
   if (!any) {
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
     detail::futex_wait_private(work_signal_, signal, 1ms);
+    // Idle: a poll whose deadline has passed also asks whether the peer is gone (the looks
+    // above do not), so a client that closed or died is dropped.
+    const auto now = Clock::now();
+    for (const auto& client : clients) poll_one(client, now);
   }
   return any;
 }
@@ -337,7 +340,15 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
         agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs)});
         start = !std::exchange(agent->running, true);
       }
-      if (start) receiver_runnable_.push_back(std::move(agent));  // run after this receive
+      if (start) {
+        // The first agent this receive makes runnable is the receiver's own next job; any
+        // other goes to the followers at once (a later frame may keep the receiver busy).
+        if (receiver_runnable_.empty()) {
+          receiver_runnable_.push_back(std::move(agent));
+        } else {
+          make_runnable(agent, /*wake=*/true);
+        }
+      }
       return;
     }
     case wire::Kind::Create: {
@@ -492,9 +503,7 @@ bool AgentServer::hosts_several_agents() const {
   return agent_count_.load(std::memory_order_relaxed) > 1;
 }
 
-void AgentServer::count_agents() {
-  agent_count_.store(agents_.size(), std::memory_order_relaxed);
-}
+void AgentServer::count_agents() { agent_count_.store(agents_.size(), std::memory_order_relaxed); }
 
 void AgentServer::drop_client(const ClientPtr& client) {
   {

@@ -241,8 +241,7 @@ std::size_t Runtime::pump_all(Deadline deadline, std::vector<std::shared_ptr<Ser
   return pump_links(*links(), busy, deadline);
 }
 
-std::size_t Runtime::pump_links(const LinkList& all,
-                                std::vector<std::shared_ptr<ServerLink>>* busy,
+std::size_t Runtime::pump_links(const LinkList& all, std::vector<std::shared_ptr<ServerLink>>* busy,
                                 Deadline deadline) {
   std::size_t handled = 0;
   for (const auto& link : all) {

@@ -9,6 +9,7 @@
 namespace troupe::detail {
 namespace {
 
+constexpr auto kSendDeadline = std::chrono::seconds(30);
 constexpr std::size_t kPumpBatch = 256;
 /// How long a link whose channel reports the peer gone waits for the fork server's exit status
 /// before failing its calls without it.
@@ -49,9 +50,10 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
   }
   const FrameBytes frame = request_builder().build(
       {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
-  // A full ring waits as long as the server lives (backpressure, not an error), or until the
-  // call's own deadline: no clock read on the way.
-  const Deadline send_deadline = state ? state->deadline : Deadline::max();
+  // A full ring waits (backpressure), but not without bound: a server that is alive but stuck
+  // must not hold this thread (a TBB worker, a destructor) for good.
+  Deadline send_deadline = Clock::now() + kSendDeadline;
+  if (state && state->deadline < send_deadline) send_deadline = state->deadline;
   if (std::error_code ec = channel_->send(frame, send_deadline, flush)) {
     ResultPtr failed;
     {

@@ -228,7 +228,7 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
     broken_.store(true, std::memory_order_relaxed);
     malformed_.fetch_add(1, std::memory_order_relaxed);
   };
-  while (delivered < budget && !broken_) {
+  while (delivered < budget && !broken_.load(std::memory_order_relaxed)) {
     std::optional<RingRecord> record = consumer_.try_take();
     if (!record) {
       if (consumer_.corrupt()) broken("record header out of bounds");
@@ -297,7 +297,7 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
 
 std::size_t ShmChannel::drain_into_inbox() {
   ReceiveLease lease(receive_lease_);
-  if (!lease || broken_) return 0;
+  if (!lease || broken_.load(std::memory_order_relaxed)) return 0;
   const std::size_t n = take_frames(
       [&](FrameBytes frame) {
         inbox_.emplace_back(frame.begin(), frame.end());
@@ -333,7 +333,7 @@ std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t
       ++delivered;
     }
     if (delivered < max_frames) delivered += take_frames(on_frame, max_frames - delivered);
-    if (broken_) {
+    if (broken_.load(std::memory_order_relaxed)) {
       ec = Errc::kMalformedFrame;
       break;
     }

@@ -154,6 +154,23 @@ TEST(DistAgentTest, LauncherWithoutAClassHostsWhatClientsAskFor) {
   EXPECT_EQ(launcher.server().info().agents.size(), 2u);
 }
 
+TEST(DistAgentTest, AServerWithSeveralClientsDropsOneThatLeaves) {
+  RpcAgentServerLauncher launcher;
+  launcher.launch();
+  {
+    auto a = Counter("A").to_dist({.port = launcher.port(), .launch_server = false});
+    EXPECT_EQ(a(Msg("u", "x")).content(), "A:1:x");
+    EXPECT_EQ(launcher.server().info().clients, 2u);  // the launcher's link and a's
+  }  // a's link is idle now: the runtime closes it, and the server must notice
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::size_t clients = 2;
+  while ((clients = launcher.server().info().clients) != 1 &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(clients, 1u);
+}
+
 TEST(DistAgentTest, LauncherOnAPortInUseIsAClearError) {
   RpcAgentServerLauncher first;
   first.launch();

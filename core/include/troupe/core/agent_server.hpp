@@ -96,7 +96,7 @@ class AgentServer {
   int port_ = 0;
 
   mutable std::mutex agents_mutex_;
-  std::map<std::string, AgentPtr> agents_;  // by name
+  std::map<std::string, AgentPtr> agents_;   // by name
   std::atomic<std::size_t> agent_count_{0};  // agents_.size(), read without the lock
   void count_agents();                       // call with agents_mutex_ held after a change
 
@@ -111,7 +111,7 @@ class AgentServer {
   std::mutex runnable_mutex_;
   std::deque<AgentPtr> runnable_;
   std::atomic<std::size_t> runnable_size_{0};  // runnable_.size(), stored under the lock
-  // Agents made runnable by the current receive (receiver-owned, see worker_loop()).
+  // The first agent made runnable by the current receive (receiver-owned, see worker_loop()).
   std::vector<AgentPtr> receiver_runnable_;
   std::atomic<bool> receiving_{false};         // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)

@@ -54,10 +54,10 @@ class Channel {
   virtual std::error_code flush() = 0;
 
   /// Delivers received frames in order to `on_frame`, at most `max_frames`, waiting until
-  /// `deadline` for the first (kNoWait: not at all). A delivered view is valid only during the call. Returns the
-  /// count delivered; 0 with `ec` clear means the deadline passed with nothing to deliver, or
-  /// that another thread of this process is receiving on this channel right now;
-  /// `ec` is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
+  /// `deadline` for the first (kNoWait: not at all). A delivered view is valid only during the
+  /// call. Returns the count delivered; 0 with `ec` clear means the deadline passed with nothing to
+  /// deliver, or that another thread of this process is receiving on this channel right now; `ec`
+  /// is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
   virtual std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
                            Deadline deadline, std::error_code& ec) = 0;
 

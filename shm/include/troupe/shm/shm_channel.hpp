@@ -112,7 +112,9 @@ class ShmChannel final : public Channel {
   std::atomic<std::size_t> inbox_depth_{0};
   std::vector<std::byte> partial_;    ///< a fragmented frame being reassembled
   std::size_t partial_expected_ = 0;  ///< its total length (0: none in progress)
-  std::atomic<bool> broken_{false};  ///< the peer broke the record protocol
+  /// The peer broke the record protocol. Written under the receive lease; atomic only so that
+  /// poll()'s look without the lease may read it (relaxed: a hint, re-read under the lease).
+  std::atomic<bool> broken_{false};
 
   // Peer liveness; guarded by peer_mutex_ (cold path only).
   std::mutex peer_mutex_;

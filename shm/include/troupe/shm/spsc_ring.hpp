@@ -274,7 +274,9 @@ class SpscRingConsumer {
   }
 
   /// A hint that any thread may ask (it reads only the shared positions): false when every
-  /// published record was taken and released, i.e. there is certainly nothing to take.
+  /// published record was taken and released, i.e. there is certainly nothing to take. The
+  /// loads are relaxed: a hint orders nothing, and whoever acts on it takes the records
+  /// through try_take(), whose acquire load synchronises.
   bool maybe_has_data() const noexcept {
     return ring_->tail.load(std::memory_order_relaxed) !=
            ring_->head.load(std::memory_order_relaxed);

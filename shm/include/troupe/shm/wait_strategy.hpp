@@ -57,7 +57,10 @@ class AdaptiveWaiter {
       }
     }
     const auto start = Clock::now();
-    if (start >= deadline) return make_error_code(Errc::kTimeout);  // a non-blocking poll
+    if (start >= deadline) {  // a poll that may not wait: still says when the peer is gone
+      if (std::error_code gone = alive()) return ready() ? std::error_code{} : gone;
+      return make_error_code(Errc::kTimeout);
+    }
     if (!oversubscribed()) {
       const auto spin_end = std::min(start + policy_.spin, deadline);
       for (std::uint32_t i = 1;; ++i) {

@@ -68,15 +68,16 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   }
   /// Calls admitted to the graph and not yet run.
   int queued() const noexcept { return queued_.load(std::memory_order_acquire); }
-  /// Waits (yielding) until queued() == 0.
-  void drain() const;
-  /// The lane's owner is going: calls that have not run yet fail with troupe::Error(`why`)
-  /// instead of running (see closed()).
+  /// The lane's owner is going: every call admitted to the graph that has not started fails
+  /// now with troupe::Error(`why`), without waiting for its inputs, and never runs; then this
+  /// waits for a call that started to finish. After it, no call touches the owner.
   void close(std::string why);
-  /// After close(): the text calls that have not run fail with; else nullptr.
+  /// After close(): the text calls that have not run fail with; else nullptr. A graph call
+  /// asks it after it is counted as executing (the Dekker pair with close()).
   const std::string* closed() const noexcept {
-    // SYNC POINT: acquire pairs with the release store in close(): closed_why_ is written.
-    return closing_.load(std::memory_order_acquire) ? &closed_why_ : nullptr;
+    // SYNC POINT: seq_cst pairs with close(): either this sees the flag, or close() sees the
+    // executing count and waits for this call. Also publishes closed_why_.
+    return closing_.load(std::memory_order_seq_cst) ? &closed_why_ : nullptr;
   }
 
  private:
@@ -89,7 +90,12 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
   std::atomic<int> queued_{0};
   std::atomic<bool> closing_{false};
-  std::string closed_why_;  // written once, before closing_ is set
+  std::string closed_why_;         // written once, before closing_ is set
+  std::atomic<int> executing_{0};  // graph calls inside execute() right now
+  // Graph calls admitted and not yet run, for close(); guarded by admit_mutex_. Expired
+  // entries are swept when the list doubles.
+  std::vector<std::weak_ptr<LaneCall>> admitted_;
+  std::size_t sweep_at_ = 64;
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };

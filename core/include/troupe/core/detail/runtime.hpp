@@ -14,8 +14,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -86,7 +86,7 @@ class Runtime final : public ProgressDriver {
   std::condition_variable exited_;
   std::map<pid_t, int> exits_;  // guarded by exits_mutex_
 
-  std::atomic<int> drivers_{0};  // threads inside drive()
+  std::atomic<int> drivers_{0};          // threads inside drive()
   std::atomic<std::uint64_t> calls_{0};  // see note_call()
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> background_signal_{0};
