@@ -56,7 +56,7 @@ using detail::ServedCall;
 using detail::ServedClient;
 using namespace std::chrono_literals;
 
-constexpr auto kSendDeadline = std::chrono::seconds(30);
+constexpr std::chrono::nanoseconds kSendPatience = std::chrono::seconds(30);
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 constexpr auto kIdleReceive = std::chrono::milliseconds(50);
@@ -75,7 +75,7 @@ void send_to(ServedClient& client, const EnvelopeFields& fields) {
   // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
   // not hold a worker, and with it every other client, for good. A client that is gone cannot
   // be answered; its calls are dropped with it.
-  (void)client.channel->send(reply_builder().build(fields), Clock::now() + kSendDeadline);
+  (void)client.channel->send(reply_builder().build(fields), kSendPatience);
 }
 
 void send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {

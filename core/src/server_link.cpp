@@ -9,7 +9,7 @@
 namespace troupe::detail {
 namespace {
 
-constexpr auto kSendDeadline = std::chrono::seconds(30);
+constexpr std::chrono::nanoseconds kSendPatience = std::chrono::seconds(30);
 constexpr std::size_t kPumpBatch = 256;
 /// How long a link whose channel reports the peer gone waits for the fork server's exit status
 /// before failing its calls without it.
@@ -52,9 +52,9 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
       {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
   // A full ring waits (backpressure), but not without bound: a server that is alive but stuck
   // must not hold this thread (a TBB worker, a destructor) for good.
-  Deadline send_deadline = Clock::now() + kSendDeadline;
-  if (state && state->deadline < send_deadline) send_deadline = state->deadline;
-  if (std::error_code ec = channel_->send(frame, send_deadline, flush)) {
+  const SendLimit limit = state && state->deadline != Deadline::max() ? SendLimit(state->deadline)
+                                                                       : SendLimit(kSendPatience);
+  if (std::error_code ec = channel_->send(frame, limit, flush)) {
     ResultPtr failed;
     {
       std::lock_guard lock(mutex_);
@@ -87,6 +87,7 @@ std::size_t ServerLink::pump(Deadline deadline) {
   std::error_code ec;
   const std::size_t n =
       channel_->poll([this](FrameBytes frame) { on_frame(frame); }, kPumpBatch, deadline, ec);
+  if (!ec) return n;  // the common case, without three error-code comparisons
   if (ec == Errc::kPeerDead || ec == Errc::kClosed || ec == Errc::kMalformedFrame) {
     if (!launched_ || ec == Errc::kMalformedFrame) {
       mark_dead(ec == Errc::kMalformedFrame ? "its server broke the channel protocol"

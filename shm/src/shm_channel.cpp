@@ -150,7 +150,7 @@ std::error_code ShmChannel::peer_gone() noexcept {
   return {};
 }
 
-std::error_code ShmChannel::send(FrameBytes frame, Deadline deadline, bool flush) {
+std::error_code ShmChannel::send(FrameBytes frame, SendLimit limit, bool flush) {
   if (frame.size() > max_message_bytes_) return Errc::kMessageTooLarge;
   if (closed_.load(std::memory_order_acquire)) return Errc::kClosed;
   if (control_->side_closed[peer_of(side_)].load(std::memory_order_acquire) != 0) {
@@ -158,12 +158,12 @@ std::error_code ShmChannel::send(FrameBytes frame, Deadline deadline, bool flush
   }
   std::lock_guard lock(send_mutex_);
   if (abort_pending_) {
-    if (auto ec = write_record(RecordType::kFragmentAbort, {}, {}, deadline)) return ec;
+    if (auto ec = write_record(RecordType::kFragmentAbort, {}, {}, limit)) return ec;
     abort_pending_ = false;
   }
   const std::size_t max_payload = producer_.max_payload();
   if (frame.size() <= max_payload) {
-    if (auto ec = write_record(RecordType::kMessage, frame, {}, deadline)) return ec;
+    if (auto ec = write_record(RecordType::kMessage, frame, {}, limit)) return ec;
   } else {
     // Fragments of a quarter ring: the consumer drains one while the producer writes the next.
     const std::size_t chunk = std::min(max_payload, producer_.capacity() / 4);
@@ -171,14 +171,14 @@ std::error_code ShmChannel::send(FrameBytes frame, Deadline deadline, bool flush
     const auto total_bytes = std::as_bytes(std::span(&total, 1));
     std::size_t offset = chunk - kFragmentHeaderBytes;
     if (auto ec =
-            write_record(RecordType::kFragmentFirst, total_bytes, frame.first(offset), deadline)) {
+            write_record(RecordType::kFragmentFirst, total_bytes, frame.first(offset), limit)) {
       return ec;
     }
     while (offset < frame.size()) {
       const std::size_t n = std::min(chunk, frame.size() - offset);
       const bool last = offset + n == frame.size();
       if (auto ec = write_record(last ? RecordType::kFragmentLast : RecordType::kFragmentMiddle,
-                                 frame.subspan(offset, n), {}, deadline)) {
+                                 frame.subspan(offset, n), {}, limit)) {
         // The receiver holds a partial frame: the next send tells it to drop it.
         abort_pending_ = true;
         producer_.publish();
@@ -201,23 +201,23 @@ std::error_code ShmChannel::flush() {
 }
 
 std::error_code ShmChannel::write_record(RecordType type, std::span<const std::byte> first,
-                                         std::span<const std::byte> second, Deadline deadline) {
+                                         std::span<const std::byte> second, SendLimit& limit) {
   while (!producer_.try_write(type, first, second)) {
     producer_.publish();  // the consumer must see what is written before we wait for it
     send_waits_.fetch_add(1, std::memory_order_relaxed);
-    if (auto ec = wait_for_space(first.size() + second.size(), deadline)) return ec;
+    if (auto ec = wait_for_space(first.size() + second.size(), limit)) return ec;
   }
   return {};
 }
 
-std::error_code ShmChannel::wait_for_space(std::size_t payload, Deadline deadline) {
+std::error_code ShmChannel::wait_for_space(std::size_t payload, SendLimit& limit) {
   auto ec = send_waiter_.wait(
       [&] { return producer_.has_space_for(payload) || closed_.load(std::memory_order_relaxed); },
       [&](std::chrono::nanoseconds slice) {
         // Keep draining what the peer sends while we wait: it may be blocked on us.
         if (drain_into_inbox() == 0) producer_.sleep_for_space(payload, slice);
       },
-      [&] { return peer_gone(); }, deadline);
+      [&] { return peer_gone(); }, limit.deadline());
   if (!ec && closed_.load(std::memory_order_acquire)) ec = Errc::kClosed;
   return ec;
 }

@@ -195,6 +195,10 @@ TEST(ShmChannelTest, BackpressureTimesOutThenDeliversEverything) {
   EXPECT_EQ(ec, Errc::kTimeout);
   EXPECT_GT(sent, 10u);  // the 4 KiB ring took some before it filled
   EXPECT_GT(client->stats().send_waits, 0u);
+  // A patience (a span of time, counted from when the send has to wait) times out the same way.
+  const auto before = Clock::now();
+  EXPECT_EQ(client->send(msg, std::chrono::nanoseconds(50ms)), Errc::kTimeout);
+  EXPECT_GE(Clock::now() - before, 50ms);
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   for (; sent < 1000; msg = make_message(++sent, 100, rng)) {
     ASSERT_FALSE(client->send(msg, Clock::now() + 30s)) << sent;

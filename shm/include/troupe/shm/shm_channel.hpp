@@ -64,7 +64,7 @@ class ShmChannel final : public Channel {
   /// fork), so that a peer that dies before attaching is noticed too.
   void expect_peer(pid_t pid) noexcept override;
 
-  std::error_code send(FrameBytes frame, Deadline deadline, bool flush = true) override;
+  std::error_code send(FrameBytes frame, SendLimit limit, bool flush = true) override;
   std::error_code flush() override;
   std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
                    Deadline deadline, std::error_code& ec) override;
@@ -84,8 +84,8 @@ class ShmChannel final : public Channel {
 
   class ReceiveLease;
   std::error_code write_record(RecordType type, std::span<const std::byte> first,
-                               std::span<const std::byte> second, Deadline deadline);
-  std::error_code wait_for_space(std::size_t payload, Deadline deadline);
+                               std::span<const std::byte> second, SendLimit& limit);
+  std::error_code wait_for_space(std::size_t payload, SendLimit& limit);
   std::error_code peer_gone() noexcept;
   // Requires the receive lease. Takes ring records: complete frames go to `deliver`; returns
   // the number delivered (at most `budget`).
