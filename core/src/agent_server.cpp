@@ -243,7 +243,10 @@ void AgentServer::worker_loop() {
       // sleep until woken (no CPU for an idle server).
       detail::futex_wait_private(
           work_signal_, signal,
-          running_.load(std::memory_order_acquire) > 0 ? kFollowerNap : kFollowerIdle);
+          running_.load(std::memory_order_acquire) > 0 ||
+                  lone_running_.load(std::memory_order_relaxed)
+              ? kFollowerNap
+              : kFollowerIdle);
     }
     sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -431,15 +434,26 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // Someone must keep receiving while this agent runs, if another agent could run meanwhile:
   // on a server with several agents, wake a sleeping follower (a lone agent's calls run one at
   // a time anyway, so a server with one agent skips the wake-up).
-  if (running_.fetch_add(1, std::memory_order_acq_rel) == 0 && hosts_several_agents() &&
+  // A server with one agent runs it on one worker at a time: plain stores of a flag tell the
+  // followers, instead of two read-modify-writes of the shared count per call.
+  const bool counted = hosts_several_agents();
+  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0 &&
       sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
     detail::futex_wake_private(work_signal_, 1);
   }
+  if (!counted) lone_running_.store(true, std::memory_order_relaxed);
   struct Done {
-    std::atomic<int>& running;
-    ~Done() { running.fetch_sub(1, std::memory_order_acq_rel); }
-  } done{running_};
+    AgentServer& server;
+    bool counted;
+    ~Done() {
+      if (counted) {
+        server.running_.fetch_sub(1, std::memory_order_acq_rel);
+      } else {
+        server.lone_running_.store(false, std::memory_order_relaxed);
+      }
+    }
+  } done{*this, counted};
   for (int turn = 0;; ++turn) {
     ServedCall call;
     {

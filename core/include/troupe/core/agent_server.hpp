@@ -116,7 +116,8 @@ class AgentServer {
   std::atomic<bool> receiving_{false};         // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};
-  std::atomic<int> running_{0};  // workers running an agent's mailbox
+  std::atomic<int> running_{0};  // workers running an agent's mailbox (several agents hosted)
+  std::atomic<bool> lone_running_{false};  // the same while it hosts one agent (see run_agent)
   std::atomic<std::uint64_t> malformed_{0};
 
   std::unique_ptr<Listener> listener_;
