@@ -1,12 +1,16 @@
 // Troupe's runtime end to end: a call through placeholder, dispatcher, FlatBuffers, rings and
-// the child's reply(). Each figure has its baseline in the same run:
+// the child's reply(). Each figure has its baseline in the same run (the sequential call's in
+// alternating rounds of the same benchmark: BM_SequentialCallVsRawRing):
 //   - the round trip of a minimal raw shared-memory ring between two processes (the foundation
 //     benchmark's baseline) for a sequential call;
 //   - the same calls with ready inputs (direct path) for calls that must wait in the graph.
 //
 //   build/release/bench/dist_agent_bench
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <troupe/troupe.hpp>
@@ -83,6 +87,94 @@ void BM_SequentialCall(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SequentialCall)->UseRealTime()->MinTime(0.5);
+
+// The sequential call against the raw ring round trip, measured in alternating rounds within
+// one benchmark so that both see the same machine state (this VM drifts between a fast and a
+// slow state for minutes, which makes ratios of separate benchmarks meaningless). Each round
+// warms its side up untimed first: the raw child sleeps on a pipe between its rounds, and the
+// agent's server has stopped spinning by the time a call round starts. Reports the medians
+// over rounds: raw_ns, call_ns and ratio (call / raw, the "within 4x" figure).
+void BM_SequentialCallVsRawRing(benchmark::State& state) {
+  constexpr int kWarm = 1000;
+  constexpr int kTimed = 4000;
+  constexpr std::uint64_t kStop = ~std::uint64_t{0};
+  constexpr std::uint64_t kPause = kStop - 1;
+  troupe::bench::RawRings<64> rings(2, 1024);
+  int wake[2];
+  if (::pipe(wake) != 0) troupe::bench::fail_errno("pipe");
+  auto child = troupe::ChildProcess::fork([&] {
+    auto in = rings.consumer(0);
+    auto out = rings.producer(1);
+    for (char go; ::read(wake[0], &go, 1) == 1;) {  // sleeps between raw rounds
+      for (;;) {
+        const std::byte* m;
+        while ((m = in.front()) == nullptr) troupe::cpu_relax();
+        std::byte copy[64];
+        std::memcpy(copy, m, sizeof copy);
+        in.pop();
+        in.release();
+        std::uint64_t seq;
+        std::memcpy(&seq, copy, sizeof seq);
+        if (seq == kStop) return 0;
+        if (seq == kPause) break;
+        while (!out.try_push(copy)) troupe::cpu_relax();
+      }
+    }
+    return 1;
+  });
+  auto out = rings.producer(0);
+  auto in = rings.consumer(1);
+  auto send_raw = [&](std::uint64_t seq) {
+    std::byte msg[64] = {};
+    std::memcpy(msg, &seq, sizeof seq);
+    while (!out.try_push(msg)) troupe::cpu_relax();
+  };
+  auto raw_round_trip = [&](std::uint64_t seq) {
+    send_raw(seq);
+    const std::byte* reply;
+    while ((reply = in.front()) == nullptr) troupe::cpu_relax();
+    benchmark::DoNotOptimize(reply);
+    in.pop();
+    in.release();
+  };
+  auto a = Echo("A").to_dist({.lazy_launch = false});
+  troupe::Msg x("user", kContent, "user");
+  auto call = [&] {
+    x = a(x);
+    benchmark::DoNotOptimize(x.content().size());
+  };
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> raw_ns, call_ns, ratios;
+  for (auto _ : state) {
+    if (::write(wake[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+    for (int i = 0; i < kWarm; ++i) raw_round_trip(static_cast<std::uint64_t>(i));
+    const auto t0 = Clock::now();
+    for (int i = 0; i < kTimed; ++i) raw_round_trip(static_cast<std::uint64_t>(i));
+    const auto t1 = Clock::now();
+    send_raw(kPause);
+    for (int i = 0; i < kWarm; ++i) call();
+    const auto t2 = Clock::now();
+    for (int i = 0; i < kTimed; ++i) call();
+    const auto t3 = Clock::now();
+    raw_ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / kTimed);
+    call_ns.push_back(std::chrono::duration<double, std::nano>(t3 - t2).count() / kTimed);
+    ratios.push_back(call_ns.back() / raw_ns.back());
+  }
+  if (::write(wake[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+  send_raw(kStop);
+  child.wait();
+  ::close(wake[0]);
+  ::close(wake[1]);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  state.counters["raw_ns"] = median(raw_ns);
+  state.counters["call_ns"] = median(call_ns);
+  state.counters["ratio"] = median(ratios);
+  state.SetLabel("medians of " + std::to_string(ratios.size()) + " alternating rounds");
+}
+BENCHMARK(BM_SequentialCallVsRawRing)->Iterations(15)->Unit(benchmark::kMillisecond);
 
 // Many independent calls in flight to one child agent, inputs ready.
 void BM_CallsInFlight(benchmark::State& state) {
