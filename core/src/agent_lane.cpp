@@ -76,14 +76,19 @@ void AgentLane::make_nodes() {
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
-        // SYNC POINT: seq_cst, the Dekker pair with close() (see closed()).
+        // SYNC POINT: seq_cst, the Dekker pairs with close() (see closed()): either close()
+        // sees this call started and executing and waits for it, or this call sees the lane
+        // closed and runs nothing.
         executing_.fetch_add(1, std::memory_order_seq_cst);
+        executing_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+        call->started.store(true, std::memory_order_seq_cst);
         // An exception escaping a body would cancel the whole graph: it fails this call.
         try {
           execute(*call);
         } catch (...) {
           call->result->fail(std::current_exception());
         }
+        executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
         executing_.fetch_sub(1, std::memory_order_release);
         // SYNC POINT: release pairs with the acquire load in admit(): a direct call that
         // sees the count drop runs after this one.
@@ -104,11 +109,14 @@ void AgentLane::admit(LaneCallPtr call) {
   if (!sequencer_) make_nodes();
   call->seq = next_seq_++;
   queued_.fetch_add(1, std::memory_order_relaxed);
-  if (admitted_.size() >= sweep_at_) {
-    std::erase_if(admitted_, [](const std::weak_ptr<LaneCall>& c) { return c.expired(); });
-    sweep_at_ = std::max<std::size_t>(64, 2 * admitted_.size());
+  {
+    std::lock_guard admitted_lock(admitted_mutex_);
+    if (admitted_.size() >= sweep_at_) {
+      std::erase_if(admitted_, [](const std::weak_ptr<LaneCall>& c) { return c.expired(); });
+      sweep_at_ = std::max<std::size_t>(64, 2 * admitted_.size());
+    }
+    admitted_.push_back(call);
   }
-  admitted_.push_back(call);
   lock.unlock();
 
   // One count per pending input, plus one held while continuations are registered.
@@ -131,20 +139,23 @@ void AgentLane::admit(LaneCallPtr call) {
 void AgentLane::close(std::string why) {
   std::vector<std::weak_ptr<LaneCall>> admitted;
   {
-    std::lock_guard lock(admit_mutex_);
+    std::lock_guard lock(admitted_mutex_);
     if (closing_.load(std::memory_order_relaxed)) return;
     closed_why_ = std::move(why);
     closing_.store(true, std::memory_order_seq_cst);
     admitted.swap(admitted_);
   }
-  // A call that has not run fails now; when its inputs resolve later it finds the lane closed
-  // and its result settled, and touches nothing.
+  // A call that has not started fails now; when its inputs resolve later it finds the lane
+  // closed and its result settled, and touches nothing. One that started finishes normally.
   for (const auto& weak : admitted) {
-    if (LaneCallPtr call = weak.lock()) {
+    LaneCallPtr call = weak.lock();
+    if (call && !call->started.load(std::memory_order_seq_cst)) {
       call->result->fail(std::make_exception_ptr(Error(closed_why_)));
     }
   }
-  // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()).
+  // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()). Not when the owner is
+  // destroyed by its own call, on the runner's thread: that call would wait for itself.
+  if (executing_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
   while (executing_.load(std::memory_order_seq_cst) > 0) ::sched_yield();
 }
 

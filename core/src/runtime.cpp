@@ -170,13 +170,16 @@ std::shared_ptr<ServerLink> Runtime::launch(const DistOptions& options,
                                            "server process " + std::to_string(pid));
   link->bind_agent();
   add_link(link);
+  std::optional<int> exited;
   {
     // The child may already have ended (a start-up failure): its status is known.
     std::lock_guard lock(exits_mutex_);
-    if (auto it = exits_.find(pid); it != exits_.end()) {
-      link->mark_dead("its server process " + std::to_string(pid) + " " +
-                      describe_exit(it->second));
-    }
+    if (auto it = exits_.find(pid); it != exits_.end()) exited = it->second;
+  }
+  if (exited) {
+    // What it sent before it went (its start-up error) says more than its exit status.
+    link->on_server_exit("its server process " + std::to_string(pid) + " " +
+                         describe_exit(*exited));
   }
   return link;
 }

@@ -37,7 +37,9 @@ class SendLimit {
   /// The deadline; a span of time becomes one at the first call.
   Deadline deadline() noexcept {
     if (lazy_) {
-      deadline_ = Clock::now() + patience_;
+      const auto now = Clock::now();
+      // A patience past the clock's range means no limit (no overflow to the past).
+      deadline_ = patience_ >= Deadline::max() - now ? Deadline::max() : now + patience_;
       lazy_ = false;
     }
     return deadline_;

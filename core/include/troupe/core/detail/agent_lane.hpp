@@ -21,6 +21,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "troupe/core/detail/result_state.hpp"
@@ -35,6 +36,7 @@ struct LaneCall {
   std::function<void(LaneCall&)> run;
   std::uint64_t seq = 0;
   std::atomic<int> unresolved{0};
+  std::atomic<bool> started{false};  ///< the runner took it (AgentLane::close() spares it)
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
 
@@ -92,10 +94,14 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::atomic<bool> closing_{false};
   std::string closed_why_;         // written once, before closing_ is set
   std::atomic<int> executing_{0};  // graph calls inside execute() right now
-  // Graph calls admitted and not yet run, for close(); guarded by admit_mutex_. Expired
-  // entries are swept when the list doubles.
-  std::vector<std::weak_ptr<LaneCall>> admitted_;
-  std::size_t sweep_at_ = 64;
+  std::atomic<std::thread::id> executing_thread_{};  // the runner's thread while it executes
+  // Graph calls admitted and not yet run, for close(). Its own mutex, not admit_mutex_: an
+  // agent destroyed inside its own direct call (which holds admit_mutex_) must not deadlock.
+  // Lock order: admit_mutex_, then admitted_mutex_. Expired entries are swept when the list
+  // doubles.
+  std::mutex admitted_mutex_;
+  std::vector<std::weak_ptr<LaneCall>> admitted_;  // guarded by admitted_mutex_
+  std::size_t sweep_at_ = 64;                      // guarded by admitted_mutex_
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };
