@@ -35,43 +35,62 @@ TROUPE_REGISTER_AGENT(Echo);
 
 const std::string kContent(100, 'x');  // a 100-byte content, as the figure says
 
+// The raw ring of the foundation benchmark, as a 64-byte echo between this process and a child.
+constexpr std::uint64_t kRawStop = ~std::uint64_t{0};  // a message that ends the echo child
+constexpr std::uint64_t kRawPause = kRawStop - 1;      // one that ends an echo round
+
+/// The child's side: echoes messages until one carries kRawStop or kRawPause; returns which.
+std::uint64_t raw_echo(troupe::bench::RawConsumer<64>& in, troupe::bench::RawProducer<64>& out) {
+  for (;;) {
+    const std::byte* m;
+    while ((m = in.front()) == nullptr) troupe::cpu_relax();
+    std::byte copy[64];
+    std::memcpy(copy, m, sizeof copy);
+    in.pop();
+    in.release();
+    std::uint64_t seq;
+    std::memcpy(&seq, copy, sizeof seq);
+    if (seq == kRawStop || seq == kRawPause) return seq;
+    while (!out.try_push(copy)) troupe::cpu_relax();
+  }
+}
+
+/// The parent's side of the echo over `rings` (requests on ring 0, replies on ring 1).
+class RawEchoClient {
+ public:
+  explicit RawEchoClient(const troupe::bench::RawRings<64>& rings)
+      : out_(rings.producer(0)), in_(rings.consumer(1)) {}
+  void send(std::uint64_t seq) {
+    std::byte msg[64] = {};
+    std::memcpy(msg, &seq, sizeof seq);
+    while (!out_.try_push(msg)) troupe::cpu_relax();
+  }
+  void round_trip(std::uint64_t seq) {
+    send(seq);
+    const std::byte* reply;
+    while ((reply = in_.front()) == nullptr) troupe::cpu_relax();
+    benchmark::DoNotOptimize(reply);
+    in_.pop();
+    in_.release();
+  }
+
+ private:
+  troupe::bench::RawProducer<64> out_;
+  troupe::bench::RawConsumer<64> in_;
+};
+
 // Baseline: 64-byte round trips over the foundation benchmark's raw ring (both sides spin).
 void BM_RawRingRoundTrip(benchmark::State& state) {
-  constexpr std::uint64_t kStop = ~std::uint64_t{0};
   troupe::bench::RawRings<64> rings(2, 1024);
   auto child = troupe::ChildProcess::fork([&] {
     auto in = rings.consumer(0);
     auto out = rings.producer(1);
-    for (;;) {
-      const std::byte* m;
-      while ((m = in.front()) == nullptr) troupe::cpu_relax();
-      std::byte copy[64];
-      std::memcpy(copy, m, sizeof copy);
-      in.pop();
-      in.release();
-      std::uint64_t seq;
-      std::memcpy(&seq, copy, sizeof seq);
-      if (seq == kStop) return 0;
-      while (!out.try_push(copy)) troupe::cpu_relax();
-    }
+    return raw_echo(in, out) == kRawStop ? 0 : 1;
   });
-  auto out = rings.producer(0);
-  auto in = rings.consumer(1);
-  std::byte msg[64] = {};
+  RawEchoClient raw(rings);
   std::uint64_t seq = 0;
-  for (auto _ : state) {
-    std::memcpy(msg, &seq, sizeof seq);
-    ++seq;
-    while (!out.try_push(msg)) troupe::cpu_relax();
-    const std::byte* reply;
-    while ((reply = in.front()) == nullptr) troupe::cpu_relax();
-    benchmark::DoNotOptimize(reply);
-    in.pop();
-    in.release();
-  }
-  seq = kStop;
-  std::memcpy(msg, &seq, sizeof seq);
-  while (!out.try_push(msg)) troupe::cpu_relax();
+  for (auto _ : state) raw.round_trip(seq++);
+  raw.send(kRawStop);
   child.wait();
 }
 BENCHMARK(BM_RawRingRoundTrip)->UseRealTime()->MinTime(0.5);
@@ -97,8 +116,6 @@ BENCHMARK(BM_SequentialCall)->UseRealTime()->MinTime(0.5);
 void BM_SequentialCallVsRawRing(benchmark::State& state) {
   constexpr int kWarm = 1000;
   constexpr int kTimed = 4000;
-  constexpr std::uint64_t kStop = ~std::uint64_t{0};
-  constexpr std::uint64_t kPause = kStop - 1;
   troupe::bench::RawRings<64> rings(2, 1024);
   int wake[2];
   if (::pipe(wake) != 0) troupe::bench::fail_errno("pipe");
@@ -106,37 +123,11 @@ void BM_SequentialCallVsRawRing(benchmark::State& state) {
     auto in = rings.consumer(0);
     auto out = rings.producer(1);
     for (char go; ::read(wake[0], &go, 1) == 1;) {  // sleeps between raw rounds
-      for (;;) {
-        const std::byte* m;
-        while ((m = in.front()) == nullptr) troupe::cpu_relax();
-        std::byte copy[64];
-        std::memcpy(copy, m, sizeof copy);
-        in.pop();
-        in.release();
-        std::uint64_t seq;
-        std::memcpy(&seq, copy, sizeof seq);
-        if (seq == kStop) return 0;
-        if (seq == kPause) break;
-        while (!out.try_push(copy)) troupe::cpu_relax();
-      }
+      if (raw_echo(in, out) == kRawStop) return 0;
     }
     return 1;
   });
-  auto out = rings.producer(0);
-  auto in = rings.consumer(1);
-  auto send_raw = [&](std::uint64_t seq) {
-    std::byte msg[64] = {};
-    std::memcpy(msg, &seq, sizeof seq);
-    while (!out.try_push(msg)) troupe::cpu_relax();
-  };
-  auto raw_round_trip = [&](std::uint64_t seq) {
-    send_raw(seq);
-    const std::byte* reply;
-    while ((reply = in.front()) == nullptr) troupe::cpu_relax();
-    benchmark::DoNotOptimize(reply);
-    in.pop();
-    in.release();
-  };
+  RawEchoClient raw(rings);
   auto a = Echo("A").to_dist({.lazy_launch = false});
   troupe::Msg x("user", kContent, "user");
   auto call = [&] {
@@ -147,11 +138,11 @@ void BM_SequentialCallVsRawRing(benchmark::State& state) {
   std::vector<double> raw_ns, call_ns, ratios;
   for (auto _ : state) {
     if (::write(wake[1], "g", 1) != 1) troupe::bench::fail_errno("write");
-    for (int i = 0; i < kWarm; ++i) raw_round_trip(static_cast<std::uint64_t>(i));
+    for (int i = 0; i < kWarm; ++i) raw.round_trip(static_cast<std::uint64_t>(i));
     const auto t0 = Clock::now();
-    for (int i = 0; i < kTimed; ++i) raw_round_trip(static_cast<std::uint64_t>(i));
+    for (int i = 0; i < kTimed; ++i) raw.round_trip(static_cast<std::uint64_t>(i));
     const auto t1 = Clock::now();
-    send_raw(kPause);
+    raw.send(kRawPause);
     for (int i = 0; i < kWarm; ++i) call();
     const auto t2 = Clock::now();
     for (int i = 0; i < kTimed; ++i) call();
@@ -161,7 +152,7 @@ void BM_SequentialCallVsRawRing(benchmark::State& state) {
     ratios.push_back(call_ns.back() / raw_ns.back());
   }
   if (::write(wake[1], "g", 1) != 1) troupe::bench::fail_errno("write");
-  send_raw(kStop);
+  raw.send(kRawStop);
   child.wait();
   ::close(wake[0]);
   ::close(wake[1]);

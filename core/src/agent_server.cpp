@@ -241,12 +241,11 @@ void AgentServer::worker_loop() {
     if (idle && !stopping_.load(std::memory_order_acquire)) {
       // While an agent runs, the receiver's role may be vacant: look again soon. Otherwise
       // sleep until woken (no CPU for an idle server).
-      detail::futex_wait_private(
-          work_signal_, signal,
-          running_.load(std::memory_order_acquire) > 0 ||
-                  lone_running_.load(std::memory_order_relaxed)
-              ? kFollowerNap
-              : kFollowerIdle);
+      detail::futex_wait_private(work_signal_, signal,
+                                 running_.load(std::memory_order_acquire) > 0 ||
+                                         lone_running_.load(std::memory_order_relaxed)
+                                     ? kFollowerNap
+                                     : kFollowerIdle);
     }
     sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
   }

@@ -53,7 +53,7 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
   // A full ring waits (backpressure), but not without bound: a server that is alive but stuck
   // must not hold this thread (a TBB worker, a destructor) for good.
   const SendLimit limit = state && state->deadline != Deadline::max() ? SendLimit(state->deadline)
-                                                                       : SendLimit(kSendPatience);
+                                                                      : SendLimit(kSendPatience);
   if (std::error_code ec = channel_->send(frame, limit, flush)) {
     ResultPtr failed;
     {

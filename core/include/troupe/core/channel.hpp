@@ -32,7 +32,7 @@ inline constexpr Deadline kNoWait = Deadline::min();
 class SendLimit {
  public:
   SendLimit(Deadline deadline) noexcept : deadline_(deadline) {}  // NOLINT: implicit by design
-  SendLimit(std::chrono::nanoseconds patience) noexcept  // NOLINT: implicit by design
+  SendLimit(std::chrono::nanoseconds patience) noexcept           // NOLINT: implicit by design
       : patience_(patience), lazy_(true) {}
   /// The deadline; a span of time becomes one at the first call.
   Deadline deadline() noexcept {

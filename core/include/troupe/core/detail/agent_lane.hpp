@@ -92,8 +92,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
   std::atomic<int> queued_{0};
   std::atomic<bool> closing_{false};
-  std::string closed_why_;         // written once, before closing_ is set
-  std::atomic<int> executing_{0};  // graph calls inside execute() right now
+  std::string closed_why_;                           // written once, before closing_ is set
+  std::atomic<int> executing_{0};                    // graph calls inside execute() right now
   std::atomic<std::thread::id> executing_thread_{};  // the runner's thread while it executes
   // Graph calls admitted and not yet run, for close(). Its own mutex, not admit_mutex_: an
   // agent destroyed inside its own direct call (which holds admit_mutex_) must not deadlock.
