@@ -23,6 +23,7 @@ struct StressResult {
   std::uint64_t corrupt = 0;
   std::uint64_t out_of_order = 0;
   std::atomic<std::uint64_t> sleep_timeouts{0};  ///< futex sleeps that ended by timeout
+  std::atomic<bool> oversubscribed{false};       ///< a waiter judged the CPU oversubscribed
 };
 
 // Producer thread pushes `count` checksummed messages (batches of up to `batch`), consumer
@@ -48,6 +49,7 @@ void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count,
                                 }
                               },
                               [] { return std::error_code{}; }, deadline);
+        if (waiter.oversubscribed()) result.oversubscribed.store(true);
         if (ec) return;
       }
       if (static_cast<int>(seq % batch) == batch - 1) p.publish();
@@ -63,6 +65,7 @@ void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count,
                             if (!c.sleep_for_data(slice)) result.sleep_timeouts.fetch_add(1);
                           },
                           [] { return std::error_code{}; }, deadline);
+    if (waiter.oversubscribed()) result.oversubscribed.store(true);
     if (ec) break;
     while (auto r = c.try_take()) {
       const std::uint64_t seq = troupe::test::check_message(r->payload);
@@ -108,6 +111,23 @@ TEST(SpscRingConcurrentTest, SleepingWaitersLoseNoWakeUp) {
   EXPECT_EQ(r.out_of_order, 0u);
   EXPECT_EQ(r.sleep_timeouts.load(), 0u) << "a wake-up was lost";
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(60));
+}
+
+TEST(SpscRingConcurrentTest, OversubscribedWaitersNoLossNoReorder) {
+  // Every yield counts as contended, so both waiters soon take the oversubscribed path: a
+  // short spin, then yields at once, then sleeps.
+  WaitPolicy contended{.spin = std::chrono::microseconds(1),
+                       .yield = std::chrono::microseconds(50),
+                       .sleep_slice = std::chrono::seconds(10),
+                       .oversubscribed_spin = std::chrono::nanoseconds(500),
+                       .contended_yield = std::chrono::nanoseconds(0)};
+  StressResult r;
+  run_stress(r, 4096, 200'000, 1000, 4, contended);
+  EXPECT_EQ(r.received, 200'000u);
+  EXPECT_EQ(r.corrupt, 0u);
+  EXPECT_EQ(r.out_of_order, 0u);
+  EXPECT_EQ(r.sleep_timeouts.load(), 0u) << "a wake-up was lost";
+  EXPECT_TRUE(r.oversubscribed.load()) << "the oversubscribed path was not taken";
 }
 
 }  // namespace
