@@ -50,14 +50,24 @@ std::optional<nlohmann::json> receive_json(int socket) {
 sigset_t handled_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  for (int s : {SIGCHLD, SIGTERM}) sigaddset(&set, s);
   return set;
+}
+
+// The terminal's signals (Ctrl-C, Ctrl-\, hang-up) reach the whole foreground process group:
+// the fork server and the agent servers ignore them and follow their program instead. If the
+// program dies of the signal, they end with it (PDEATHSIG, pidfd); if it catches the signal
+// and carries on, its agents carry on too. Ignored dispositions survive fork, so the agent
+// servers inherit this.
+void ignore_terminal_signals() {
+  for (int s : {SIGINT, SIGQUIT, SIGHUP}) ::signal(s, SIG_IGN);
 }
 
 // The fork server's life: serve spawn requests, relay exits, clean up at the end.
 [[noreturn]] void serve(int socket, pid_t main_pid, const ForkServer::ChildMain& child_main,
                         const ForkServer::Cleanup& cleanup) {
   ::prctl(PR_SET_NAME, "troupe-fork");
+  ignore_terminal_signals();
   sigset_t signals = handled_signals();
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);

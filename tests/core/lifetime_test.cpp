@@ -38,6 +38,7 @@ ProgramRun start(const char* mode) {
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe");
   auto program = ChildProcess::fork([&] {
+    ::setpgid(0, 0);  // a process group of its own, as a shell gives a job (see ctrl_c)
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
     ::execl(TROUPE_LIFETIME_PROGRAM, TROUPE_LIFETIME_PROGRAM, mode, nullptr);
@@ -60,9 +61,14 @@ ProgramRun start(const char* mode) {
   return run;
 }
 
-// Waits until every process the run started is gone and no segment of the run remains.
-void expect_clean(ProgramRun& run) {
-  run.program.wait();
+// Ctrl-C in a terminal: SIGINT to the whole foreground process group, the program's fork
+// server and agent servers included.
+void ctrl_c(const ProgramRun& run) { ASSERT_EQ(::kill(-run.pid, SIGINT), 0); }
+
+// Waits until every process the run started is gone and no segment of the run remains;
+// returns the program's wait status.
+int expect_clean(ProgramRun& run) {
+  const int status = run.program.wait();
   std::set<pid_t> run_pids = run.started;
   run_pids.insert(run.pid);
   const auto deadline = Clock::now() + 15s;
@@ -83,6 +89,7 @@ void expect_clean(ProgramRun& run) {
                                  << survivors.front();
   EXPECT_TRUE(leftovers.empty()) << leftovers.size() << " segments remain, e.g. "
                                  << leftovers.front();
+  return status;
 }
 
 TEST(LifetimeTest, ProgramReturns) {
@@ -97,8 +104,18 @@ TEST(LifetimeTest, ProgramThrows) {
 
 TEST(LifetimeTest, ProgramGetsCtrlC) {
   ProgramRun run = start("wait");
-  run.program.kill(SIGINT);
-  expect_clean(run);
+  ctrl_c(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "status " << status;
+}
+
+TEST(LifetimeTest, ProgramThatCatchesCtrlCKeepsItsAgents) {
+  // The agents' processes get the same SIGINT; they must not end while their program lives.
+  ProgramRun run = start("catch");
+  ctrl_c(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << " (exit code 4: an agent did not answer after Ctrl-C)";
 }
 
 TEST(LifetimeTest, ProgramGetsSigterm) {

@@ -2,6 +2,9 @@
 // prints "ready <its pid> <fork server pid> <server pids...>", then ends the way argv[1] says:
 //   return   returns from main          throw   lets an exception escape main
 //   wait     waits for a signal (the test sends SIGINT, SIGTERM or SIGKILL)
+//   catch    catches SIGINT (Ctrl-C), then calls its agents again: exit code 0 when they all
+//            answered
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,11 +21,26 @@ class Echo : public troupe::AgentBase {
 };
 TROUPE_REGISTER_AGENT(Echo);
 
+volatile sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  troupe::init(argc, argv);
   if (argc != 2) return 2;
+  const bool catching = std::strcmp(argv[1], "catch") == 0;
+  sigset_t interrupt, previous;
+  sigemptyset(&interrupt);
+  sigaddset(&interrupt, SIGINT);
+  if (catching) {
+    // Blocked before init() starts any thread (threads inherit the mask), and until the
+    // sigsuspend below: the signal then reaches the main thread, and not before it waits.
+    ::pthread_sigmask(SIG_BLOCK, &interrupt, &previous);
+    struct sigaction action {};
+    action.sa_handler = on_interrupt;
+    ::sigaction(SIGINT, &action, nullptr);
+  }
+  troupe::init(argc, argv);
   auto a = Echo("A").to_dist({.lazy_launch = false});
   auto b = Echo("B").to_dist({.lazy_launch = false});
   auto c = Echo("C").to_dist({.port = a.port(), .launch_server = false});
@@ -33,6 +51,12 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "throw") == 0) throw std::runtime_error("escaping main");
   if (std::strcmp(argv[1], "wait") == 0) {
     for (;;) ::pause();
+  }
+  if (catching) {
+    while (g_interrupted == 0) ::sigsuspend(&previous);
+    for (auto* agent : {&a, &b, &c}) {
+      if ((*agent)(troupe::Msg("u", "again")).content() != "again") return 4;
+    }
   }
   return 0;
 }
