@@ -21,6 +21,7 @@ struct ServedCall {
   wire::Kind kind = wire::Kind::Call;
   std::uint64_t call_id = 0;
   std::vector<Msg> inputs;
+  std::size_t cost = 0;  ///< what it counts in its client's queued_bytes
 };
 
 struct ServedAgent {
@@ -42,6 +43,10 @@ struct ServedAgent {
 struct ServedClient {
   std::unique_ptr<Channel> channel;
   bool owner = false;
+  /// The cost of this client's calls waiting in mailboxes or running: added by the receiver,
+  /// taken off by the worker that ran the call. Relaxed: a hint for the receiver's throttle,
+  /// which publishes nothing through it.
+  std::atomic<std::size_t> queued_bytes{0};
   // Touched only by the receiver (one worker at a time): no lock.
   std::unordered_map<std::uint64_t, std::shared_ptr<ServedAgent>> handles;
   std::unordered_map<std::uint64_t, std::string> failed_handles;  // why creation failed
@@ -56,7 +61,6 @@ using detail::ServedCall;
 using detail::ServedClient;
 using namespace std::chrono_literals;
 
-constexpr std::chrono::nanoseconds kSendPatience = std::chrono::seconds(30);
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 constexpr auto kIdleReceive = std::chrono::milliseconds(50);
@@ -69,17 +73,6 @@ constexpr auto kFollowerIdle = std::chrono::milliseconds(100);
 FrameBuilder& reply_builder() {
   thread_local FrameBuilder builder;
   return builder;
-}
-
-void send_to(ServedClient& client, const EnvelopeFields& fields) {
-  // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
-  // not hold a worker, and with it every other client, for good. A client that is gone cannot
-  // be answered; its calls are dropped with it.
-  (void)client.channel->send(reply_builder().build(fields), kSendPatience);
-}
-
-void send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
-  send_to(client, {.kind = wire::Kind::Error, .call_id = call_id, .error = text});
 }
 
 std::size_t resident_bytes() {
@@ -95,6 +88,13 @@ AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
   if (options_.workers < 0) {
     throw Error("AgentServerOptions::workers = " + std::to_string(options_.workers) +
                 ": must be >= 0 (0 picks max(2, hardware threads))");
+  }
+  if (options_.send_patience.count() <= 0) {
+    throw Error("AgentServerOptions::send_patience = " +
+                std::to_string(options_.send_patience.count()) + " ms: must be > 0");
+  }
+  if (options_.max_queued_bytes_per_client == 0) {
+    throw Error("AgentServerOptions::max_queued_bytes_per_client must be > 0");
   }
   if (options_.workers == 0) {
     options_.workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
@@ -263,9 +263,16 @@ bool AgentServer::receive(bool may_block) {
   const std::vector<ClientPtr>& clients = receiver_clients_;
   bool any = false;
   auto poll_one = [&](const ClientPtr& client, Deadline deadline) {
+    // A client over its queue budget is not read: its ring fills and its sends wait. Under
+    // it, no more frames than the rest of the budget holds at the least cost per call, so
+    // that a batch overshoots by one frame at most.
+    const std::size_t queued = client->queued_bytes.load(std::memory_order_relaxed);
+    const std::size_t limit = options_.max_queued_bytes_per_client;
+    if (queued >= limit) return;
+    const std::size_t room = (limit - queued) / kQueuedCallOverhead + 1;
     std::error_code ec;
     const std::size_t n = client->channel->poll([&](FrameBytes frame) { on_frame(client, frame); },
-                                                kReceiveBatch, deadline, ec);
+                                                std::min(room, kReceiveBatch), deadline, ec);
     any |= n > 0;
     if (ec == Errc::kClosed || ec == Errc::kPeerDead || ec == Errc::kMalformedFrame) {
       if (ec == Errc::kMalformedFrame) {
@@ -277,13 +284,14 @@ bool AgentServer::receive(bool may_block) {
   };
   for (const auto& client : clients) poll_one(client, kNoWait);
   if (any || !may_block) return any;
-  if (clients.size() == 1) {
+  if (clients.size() == 1 && !throttled(*clients.front())) {
     // One client: wait on its ring (spin, yield, then its futex doorbell). The deadline only
     // bounds how long stop() may take to be noticed; an idle server costs no CPU meanwhile.
     poll_one(clients.front(), Clock::now() + kIdleReceive);
     return any;
   }
-  // Several clients (or none): look around for a while, yielding, before a short nap.
+  // Several clients (or none, or a throttled one): look around for a while, yielding, before
+  // a short nap.
   const auto until = Clock::now() + 200us;
   while (!any && Clock::now() < until && !stopping_.load(std::memory_order_relaxed)) {
     ::sched_yield();
@@ -339,7 +347,9 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
           send_error(*client, call_id, agent->describe() + " was deleted from its server");
           return;
         }
-        agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs)});
+        const std::size_t cost = frame.size() + kQueuedCallOverhead;
+        client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
+        agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs), cost});
         start = !std::exchange(agent->running, true);
       }
       if (start) {
@@ -508,8 +518,52 @@ void AgentServer::run_agent(const AgentPtr& served) {
       default:
         break;
     }
+    dequeued(client, call.cost);
   }
   make_runnable(served);
+}
+
+void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
+  const FrameBytes frame = reply_builder().build(fields);
+  // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
+  // not hold a worker, and with it every other client, for good.
+  const std::error_code ec = client.channel->send(
+      frame,
+      SendLimit(std::chrono::duration_cast<std::chrono::nanoseconds>(options_.send_patience)));
+  // A client that is gone cannot be answered; the receiver drops it with its calls.
+  if (!ec || ec == Errc::kClosed || ec == Errc::kPeerDead) return;
+  if (ec == Errc::kMessageTooLarge && fields.kind != wire::Kind::Error) {
+    send_error(client, fields.call_id,
+               "the reply (a frame of " + std::to_string(frame.size()) +
+                   " bytes) is larger than the channel carries: " + ec.message());
+    return;
+  }
+  std::fprintf(stderr,
+               "troupe server %d: a client read nothing for %lld ms (%s); dropping it, so "
+               "that its calls fail instead of waiting\n",
+               ::getpid(), static_cast<long long>(options_.send_patience.count()),
+               ec.message().c_str());
+  client.channel->close();  // the receiver then drops it
+}
+
+void AgentServer::send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
+  send_to(client, {.kind = wire::Kind::Error, .call_id = call_id, .error = text});
+}
+
+bool AgentServer::throttled(const ServedClient& client) const noexcept {
+  return client.queued_bytes.load(std::memory_order_relaxed) >=
+         options_.max_queued_bytes_per_client;
+}
+
+void AgentServer::dequeued(ServedClient& client, std::size_t cost) noexcept {
+  if (cost == 0) return;
+  const std::size_t limit = options_.max_queued_bytes_per_client;
+  const std::size_t before = client.queued_bytes.fetch_sub(cost, std::memory_order_relaxed);
+  if (before >= limit && before - cost < limit) {
+    // The receiver may be napping on a throttled client: wake it to read that client again.
+    work_signal_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_private(work_signal_, 1 << 30);
+  }
 }
 
 bool AgentServer::hosts_several_agents() const {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/shm/local_transport.hpp"
 
 namespace troupe {
 namespace {
@@ -15,20 +16,37 @@ using namespace std::chrono_literals;
 
 class AgentServerTest : public ::testing::Test {
  protected:
+  // Fixtures below change these.
+  virtual shm::ShmChannelOptions channel_options() const { return {}; }
+  virtual AgentServerOptions server_options() const { return {.workers = 2}; }
+
   void SetUp() override {
-    auto [client, token] = transport_.make_child_channel();
-    client_ = std::move(client);
-    server_.add_channel(transport_.attach_child_channel(token), /*owner=*/true);
-    thread_ = std::thread([this] { server_.run(); });
+    transport_ = std::make_unique<shm::LocalTransport>(channel_options());
+    server_ = std::make_unique<AgentServer>(server_options());
+    client_ = connect(/*owner=*/true);
+    thread_ = std::thread([this] { server_->run(); });
     expect_next(wire::Kind::Hello);
   }
   void TearDown() override {
+    for (auto& other : others_) other->close();
     client_->close();
     thread_.join();
   }
 
-  void send(const EnvelopeFields& fields) {
-    ASSERT_FALSE(client_->send(builder_.build(fields), Clock::now() + 5s));
+  // A client of the server: the fixture's own (the owner), or another one.
+  std::unique_ptr<Channel> connect(bool owner) {
+    auto [client, token] = transport_->make_child_channel();
+    server_->add_channel(transport_->attach_child_channel(token), owner);
+    return std::move(client);
+  }
+  Channel& another_client() {
+    others_.push_back(connect(/*owner=*/false));
+    return *others_.back();
+  }
+
+  void send(const EnvelopeFields& fields) { send(*client_, fields); }
+  void send(Channel& to, const EnvelopeFields& fields) {
+    ASSERT_FALSE(to.send(builder_.build(fields), Clock::now() + 5s));
   }
   // The next frame from the server, decoded: kind, call id, error text, first message.
   struct Reply {
@@ -37,12 +55,13 @@ class AgentServerTest : public ::testing::Test {
     std::string error;
     Msg msg;
   };
-  Reply next() {
+  Reply next() { return next(*client_); }
+  Reply next(Channel& from) {
     std::optional<Reply> reply;
     std::error_code ec;
     const auto deadline = Clock::now() + 10s;
     while (!reply && Clock::now() < deadline) {
-      client_->poll(
+      from.poll(
           [&](FrameBytes f) {
             std::error_code verify;
             const auto* env = verify_frame(f, verify);
@@ -58,24 +77,33 @@ class AgentServerTest : public ::testing::Test {
     if (!reply) throw Error("no reply from the server");
     return *reply;
   }
-  Reply expect_next(wire::Kind kind) {
-    Reply r = next();
+  Reply expect_next(wire::Kind kind) { return expect_next(*client_, kind); }
+  Reply expect_next(Channel& from, wire::Kind kind) {
+    Reply r = next(from);
     EXPECT_EQ(r.kind, kind) << r.error;
     return r;
   }
   void create(std::uint64_t id, const std::string& cls, const std::string& name,
               const std::string& kwargs = "{}") {
+    create(*client_, id, cls, name, kwargs);
+  }
+  void create(Channel& on, std::uint64_t id, const std::string& cls, const std::string& name,
+              const std::string& kwargs = "{}") {
     std::vector<Msg> d{Msg().set_name(name).set_content(cls).set_metadata(kwargs)};
-    send({.kind = wire::Kind::Create, .call_id = 1000 + id, .agent_id = id, .messages = d});
+    send(on, {.kind = wire::Kind::Create, .call_id = 1000 + id, .agent_id = id, .messages = d});
   }
   void call(std::uint64_t id, std::uint64_t call_id, const std::string& content) {
+    call(*client_, id, call_id, content);
+  }
+  void call(Channel& on, std::uint64_t id, std::uint64_t call_id, const std::string& content) {
     std::vector<Msg> in{Msg("u", content)};
-    send({.kind = wire::Kind::Call, .call_id = call_id, .agent_id = id, .messages = in});
+    send(on, {.kind = wire::Kind::Call, .call_id = call_id, .agent_id = id, .messages = in});
   }
 
-  shm::LocalTransport transport_;
+  std::unique_ptr<shm::LocalTransport> transport_;
+  std::unique_ptr<AgentServer> server_;
   std::unique_ptr<Channel> client_;
-  AgentServer server_{{.workers = 2}};
+  std::vector<std::unique_ptr<Channel>> others_;
   std::thread thread_;
   FrameBuilder builder_;
 };
@@ -96,7 +124,7 @@ TEST_F(AgentServerTest, MalformedFramesAreDroppedAndCounted) {
   expect_next(wire::Kind::Result);  // still serving
   call(1, 2, "x");
   EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "A:1:x");
-  EXPECT_EQ(server_.info().malformed_frames, 1u);
+  EXPECT_EQ(server_->info().malformed_frames, 1u);
 }
 
 TEST_F(AgentServerTest, UnknownClassIsAnErrorNamingIt) {
@@ -154,8 +182,101 @@ TEST_F(AgentServerTest, PingPong) {
   EXPECT_EQ(expect_next(wire::Kind::Pong).call_id, 9u);
 }
 
+// Channels that carry frames of at most 16 KiB.
+class SmallFramesTest : public AgentServerTest {
+ protected:
+  shm::ShmChannelOptions channel_options() const override {
+    return {.ring_bytes = 64 * 1024, .max_message_bytes = 16 * 1024};
+  }
+};
+
+TEST_F(SmallFramesTest, AReplyTooLargeForTheChannelIsAnErrorReply) {
+  create(1, "BigReply", "B");
+  expect_next(wire::Kind::Result);
+  call(1, 2, "100000");  // a 100 kB payload
+  Reply r = expect_next(wire::Kind::Error);
+  EXPECT_EQ(r.call_id, 2u);
+  EXPECT_NE(r.error.find("larger than the channel carries"), std::string::npos) << r.error;
+  call(1, 3, "1000");  // still serving
+  Reply fine = expect_next(wire::Kind::Result);
+  EXPECT_EQ(fine.call_id, 3u);
+  EXPECT_EQ(fine.msg.payload().size(), 1000u);
+}
+
+// A server that waits 200 ms, not 30 s, for a client to make room for a reply.
+class ImpatientServerTest : public AgentServerTest {
+ protected:
+  shm::ShmChannelOptions channel_options() const override { return {.ring_bytes = 64 * 1024}; }
+  AgentServerOptions server_options() const override {
+    return {.workers = 2, .send_patience = 200ms};
+  }
+};
+
+TEST_F(ImpatientServerTest, AClientThatStopsReadingIsDroppedAndOthersAreServed) {
+  Channel& other = another_client();
+  expect_next(other, wire::Kind::Hello);
+  create(1, "BigReply", "B");
+  expect_next(wire::Kind::Result);
+  // 40 replies of 4 kB each do not fit in the client's 64 KiB ring, and it reads none.
+  for (std::uint64_t i = 0; i < 40; ++i) call(1, 10 + i, "4000");
+  std::this_thread::sleep_for(1s);
+  // The server gives up on it and closes its channel: the client finds the replies that fit,
+  // then the close (its calls fail instead of waiting for ever).
+  std::error_code ec;
+  std::size_t replies = 0;
+  const auto deadline = Clock::now() + 10s;
+  while (!ec && Clock::now() < deadline) {
+    replies += client_->poll([](FrameBytes) {}, 64, Clock::now() + 100ms, ec);
+  }
+  EXPECT_EQ(ec, make_error_code(Errc::kClosed)) << ec.message();
+  EXPECT_LT(replies, 40u);
+  // The other client is served throughout.
+  create(other, 2, "Counter", "C");
+  expect_next(other, wire::Kind::Result);
+  call(other, 2, 5, "x");
+  EXPECT_EQ(expect_next(other, wire::Kind::Result).msg.content(), "C:1:x");
+}
+
+// A server that lets each client queue at most 16 KiB of calls.
+class TightQueueTest : public AgentServerTest {
+ protected:
+  AgentServerOptions server_options() const override {
+    return {.workers = 2, .max_queued_bytes_per_client = 16 * 1024};
+  }
+};
+
+TEST_F(TightQueueTest, AFastCallerIsHeldBackAndLosesNothing) {
+  create(1, "Sleeper", "S", R"({"sleep_ms": 2})");
+  expect_next(wire::Kind::Result);
+  constexpr std::uint64_t kCalls = 200;
+  for (std::uint64_t i = 0; i < kCalls; ++i) call(1, 100 + i, std::to_string(i));
+  // The mailbox holds no more than the budget allows (each call costs its frame plus
+  // kQueuedCallOverhead); the rest waits in the ring.
+  const std::size_t most = 16 * 1024 / kQueuedCallOverhead + 1;
+  std::size_t deepest = 0;
+  for (int i = 0; i < 20; ++i) {
+    for (const auto& agent : server_->info().agents) {
+      deepest = std::max(deepest, agent.queue_depth);
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_LE(deepest, most);
+  EXPECT_GT(deepest, 0u);
+  // Every call is answered, in order.
+  for (std::uint64_t i = 0; i < kCalls; ++i) {
+    Reply r = expect_next(wire::Kind::Result);
+    ASSERT_EQ(r.call_id, 100 + i);
+    EXPECT_EQ(r.msg.content(), "S(" + std::to_string(i) + ")");
+  }
+}
+
 TEST(AgentServerOptionsTest, RefusesNegativeWorkers) {
   EXPECT_THROW(AgentServer({.workers = -1}), Error);
+}
+
+TEST(AgentServerOptionsTest, RefusesNoPatienceAndNoQueue) {
+  EXPECT_THROW(AgentServer({.send_patience = 0ms}), Error);
+  EXPECT_THROW(AgentServer({.max_queued_bytes_per_client = 0}), Error);
 }
 
 TEST(AgentServerOptionsTest, HostRefusesUnknownClass) {

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -24,13 +25,27 @@
 #include "troupe/core/agent.hpp"
 #include "troupe/core/channel.hpp"
 #include "troupe/core/transport.hpp"
+#include "troupe/core/wire.hpp"
 
 namespace troupe {
 
 struct AgentServerOptions {
   /// Worker threads; 0 picks max(2, hardware threads).
   int workers = 0;
+  /// How long a reply may wait for room in a client's ring. A client that reads nothing for
+  /// this long is dropped: its channel is closed, so that its pending calls fail (AgentDied)
+  /// instead of waiting for replies the server had to discard.
+  std::chrono::milliseconds send_patience{30'000};
+  /// The most bytes of calls one client may have waiting in mailboxes (each call counts its
+  /// frame plus kQueuedCallOverhead). Past it the server reads nothing more from that client
+  /// until calls complete: the client's ring fills and its sends wait (backpressure), so a
+  /// client calling faster than its agents answer cannot grow the server without bound.
+  std::size_t max_queued_bytes_per_client = std::size_t{64} << 20;
 };
+
+/// What a queued call counts beyond its frame against max_queued_bytes_per_client: its
+/// decoded messages and bookkeeping.
+inline constexpr std::size_t kQueuedCallOverhead = 512;
 
 /// What a server reports about itself.
 struct ServerInfo {
@@ -88,6 +103,13 @@ class AgentServer {
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
                           const std::string& kwargs_json, std::string& error);
   void drop_client(const ClientPtr& client);
+  // Replies; a reply the channel refuses as too large becomes an error reply, and a client
+  // that reads nothing for options_.send_patience has its channel closed.
+  void send_to(detail::ServedClient& client, const EnvelopeFields& fields);
+  void send_error(detail::ServedClient& client, std::uint64_t call_id, const std::string& text);
+  // Backpressure per client (options_.max_queued_bytes_per_client).
+  bool throttled(const detail::ServedClient& client) const noexcept;
+  void dequeued(detail::ServedClient& client, std::size_t cost) noexcept;
   bool hosts_several_agents() const;
   std::string info_json() const;
 
