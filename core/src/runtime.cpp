@@ -25,6 +25,9 @@ constexpr auto kYield = 300us;          // ...then yield this long, then sleep i
 constexpr auto kSleepSlice = 1ms;       // this length (futex on the ring's doorbell)
 constexpr auto kQuietBeforePump = 1ms;  // the background pump waits for a quiet program
 constexpr auto kMultiLinkNap = 100us;
+/// How often a waiter napping on several links asks whether their servers live (a syscall
+/// each): the bound on noticing the death of a server this program did not launch.
+constexpr auto kPeerCheckInterval = 2ms;
 constexpr auto kStartTimeout = 10s;
 
 std::atomic<Runtime*> g_runtime{nullptr};
@@ -293,6 +296,7 @@ void Runtime::drive(ResultState& state, Deadline until) {
   auto spin_end = now + kSpin;
   auto yield_end = now + kYield;
   std::vector<std::shared_ptr<ServerLink>> busy;
+  Clock::time_point peers_checked{};
   while (!state.settled()) {
     now = Clock::now();
     if (state.deadline <= now) {
@@ -331,6 +335,10 @@ void Runtime::drive(ResultState& state, Deadline until) {
     } else {
       // Several servers (or a deferred call): no single doorbell to sleep on; look again soon.
       state.nap(std::min<std::chrono::nanoseconds>(slice - now, kMultiLinkNap));
+      if (now - peers_checked >= kPeerCheckInterval) {
+        check_peers(busy);
+        peers_checked = now;
+      }
     }
     expire_all(Clock::now());
   }
@@ -375,8 +383,17 @@ void Runtime::background_loop() {
     } else {
       const std::uint32_t signal = background_signal_.load(std::memory_order_seq_cst);
       futex_wait_private(background_signal_, signal, kSleepSlice);
+      check_peers(busy);
     }
   }
+}
+
+void Runtime::check_peers(const std::vector<std::shared_ptr<ServerLink>>& busy) {
+  // A pump whose deadline has passed waits for nothing but asks whether the peer lives (a
+  // look with kNoWait does not). Needed for servers this program did not launch: no exit
+  // notice from the fork server reports their death. Only while napping: it costs a syscall.
+  const Deadline past = Clock::now();
+  for (const auto& link : busy) link->pump(past);
 }
 
 }  // namespace troupe::detail

@@ -2,10 +2,13 @@
 // the signal, promptly; other agents keep working.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <sstream>
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/core/child_process.hpp"
 
 namespace troupe {
 namespace {
@@ -60,6 +63,58 @@ TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   std::this_thread::sleep_for(20ms);
   ASSERT_EQ(::kill(launcher.pid(), SIGKILL), 0);
   EXPECT_THROW((void)x.content(), AgentDied);
+}
+
+// A server that another program started: this program attaches to it by port, so its death
+// reaches this program only through the channel (no exit notice from its own fork server).
+struct ForeignServer {
+  int port = 0;
+  pid_t server_pid = 0;
+  ChildProcess program;
+
+  ForeignServer() : program(start(port, server_pid)) {}
+  static ChildProcess start(int& port, pid_t& server_pid) {
+    int out[2];
+    if (::pipe(out) != 0) throw std::runtime_error("pipe");
+    auto program = ChildProcess::fork([&] {
+      ::dup2(out[1], STDOUT_FILENO);
+      ::close(out[0]);
+      ::execl(TROUPE_FOREIGN_SERVER_PROGRAM, TROUPE_FOREIGN_SERVER_PROGRAM, nullptr);
+      return 127;
+    });
+    ::close(out[1]);
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ::close(out[0]);
+    std::istringstream words(line);
+    std::string ready;
+    words >> ready >> port >> server_pid;
+    if (ready != "ready") throw std::runtime_error("the server program said: " + line);
+    return program;
+  }
+  ~ForeignServer() {
+    program.kill(SIGTERM);
+    program.wait();
+  }
+};
+
+TEST(AgentDiedTest, AServerOfAnotherProgramIsNoticedDeadWhileOtherCallsRun) {
+  ForeignServer foreign;
+  auto remote = test::Sleeper("R", {{"sleep_ms", 10000}})
+                    .to_dist({.port = foreign.port, .launch_server = false});
+  auto local = test::Sleeper("L", {{"sleep_ms", 3000}}).to_dist({.lazy_launch = false});
+  Msg busy = local(Msg("u", "x"));  // keeps a second server busy: two links to watch
+  Msg doomed = remote(Msg("u", "y"));
+  std::this_thread::sleep_for(200ms);  // both calls are running
+
+  const auto killed_at = Clock::now();
+  ASSERT_EQ(::kill(foreign.server_pid, SIGKILL), 0);
+  EXPECT_THROW((void)doomed.content(), AgentDied);
+  // Noticed while the other call still runs, not when it ends and leaves one link to watch.
+  EXPECT_LT(Clock::now() - killed_at, 2s);
+  EXPECT_FALSE(busy.ready());
+  EXPECT_EQ(busy.content(), "L(x)");
 }
 
 }  // namespace

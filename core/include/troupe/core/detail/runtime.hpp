@@ -72,6 +72,8 @@ class Runtime final : public ProgressDriver {
   void expire_all(Clock::time_point now);
   void retire_idle_links();
   void background_loop();
+  // Asks whether each of `busy` still has its server (see runtime.cpp).
+  void check_peers(const std::vector<std::shared_ptr<ServerLink>>& busy);
   void on_exit(pid_t pid, int status);
 
   std::unique_ptr<Transport> local_;
