@@ -136,7 +136,7 @@ void DistAgent::shutdown() const { const_cast<detail::RemoteAgent&>(agent()).shu
 bool ObserveHandle::ready() const noexcept { return !state_ || state_->settled(); }
 
 bool ObserveHandle::wait_for(std::chrono::nanoseconds timeout) const {
-  return !state_ || state_->wait_until(Clock::now() + timeout);
+  return !state_ || state_->wait_until(deadline_after(timeout));
 }
 
 std::exception_ptr ObserveHandle::error() const { return state_ ? state_->error() : nullptr; }

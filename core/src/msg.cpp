@@ -80,8 +80,7 @@ bool Msg::ready() const noexcept { return !state_ || state_->settled(); }
 
 bool Msg::wait_for(std::chrono::nanoseconds timeout) const {
   if (ready()) return true;
-  const auto now = Clock::now();
-  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  const Deadline deadline = deadline_after(timeout);
   return state_->wait_until(deadline);
 }
 
@@ -109,8 +108,7 @@ Msg Msg::placeholder(std::shared_ptr<detail::ResultState> state) {
 }
 
 bool wait_all(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
-  const auto now = Clock::now();
-  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  const Deadline deadline = deadline_after(timeout);
   for (const Msg& m : msgs) {
     if (!m.ready() && !m.state()->wait_until(deadline)) return false;
   }
@@ -118,8 +116,7 @@ bool wait_all(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
 }
 
 int wait_any(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
-  const auto now = Clock::now();
-  const Deadline deadline = timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+  const Deadline deadline = deadline_after(timeout);
   for (;;) {
     for (std::size_t i = 0; i < msgs.size(); ++i) {
       if (msgs[i].ready()) return static_cast<int>(i);

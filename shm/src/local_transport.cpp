@@ -1,7 +1,10 @@
 #include "troupe/shm/local_transport.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <random>
 
@@ -102,6 +105,13 @@ class LocalListener final : public Listener {
   std::atomic<bool> closed_{false};
 };
 
+// True when a shared-memory object of this name exists (whoever made it).
+bool segment_exists(const std::string& name) {
+  const int fd = ::shm_open(("/" + name).c_str(), O_RDONLY, 0);
+  if (fd >= 0) ::close(fd);
+  return fd >= 0 || errno != ENOENT;
+}
+
 Segment create_rendezvous(int port) {
   Segment s = Segment::create(rendezvous_name(port), kRendezvousSize, SegmentKind::kRendezvous);
   auto* control = new (s.base() + kRendezvousControlOffset) RendezvousControl{};
@@ -127,6 +137,7 @@ std::unique_ptr<Listener> LocalTransport::listen(const std::string& host, int po
       } catch (const Error&) {
         // In use, or left by a dead run: remove stale rendezvous segments and try once more.
         if (attempt == 0 && !remove_stale_segments().empty()) continue;
+        if (!segment_exists(rendezvous_name(port))) throw;  // another failure (ENOSPC...)
         throw Error("local port " + std::to_string(port) + " is in use on this host (" +
                     rendezvous_name(port) + " belongs to a live server)");
       }
@@ -139,6 +150,7 @@ std::unique_ptr<Listener> LocalTransport::listen(const std::string& host, int po
     try {
       return std::make_unique<LocalListener>(create_rendezvous(candidate), candidate, options_);
     } catch (const Error&) {
+      if (!segment_exists(rendezvous_name(candidate))) throw;  // not taken: a real failure
       // taken: pick another
     }
   }

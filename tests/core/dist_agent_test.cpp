@@ -248,6 +248,15 @@ TEST(DistAgentTest, ObserveIsOrderedAndReportsFailure) {
   EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
 }
 
+TEST(DistAgentTest, WaitsWithoutALimitDoNotOverflow) {
+  auto s = Sleeper("S", {{"sleep_ms", 100}}).to_dist();
+  Msg slow = s(Msg("u", "x"));
+  ObserveHandle seen = s.observe(Msg("u", "y"));  // queued behind the slow call
+  EXPECT_TRUE(seen.wait_for(std::chrono::nanoseconds::max()));
+  EXPECT_TRUE(slow.wait_for(std::chrono::nanoseconds::max()));
+  EXPECT_TRUE(wait_all({s(Msg("u", "z"))}, std::chrono::nanoseconds::max()));
+}
+
 TEST(DistAgentTest, CopiesShareTheAgentAndShutdownEndsItForAll) {
   auto a = Counter("A").to_dist();
   DistAgent copy = a;

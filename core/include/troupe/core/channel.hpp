@@ -26,6 +26,12 @@ using FrameBytes = std::span<const std::byte>;
 /// The deadline of a call that must not wait at all (a poll that only takes what is there).
 inline constexpr Deadline kNoWait = Deadline::min();
 
+/// `timeout` from `now`; a timeout past the clock's range means no deadline (no overflow to
+/// the past).
+inline Deadline deadline_after(std::chrono::nanoseconds timeout, Deadline now = Clock::now()) {
+  return timeout >= Deadline::max() - now ? Deadline::max() : now + timeout;
+}
+
 /// How long a send may wait on a full transport: until a fixed deadline, or for a span of
 /// time counted from when it first has to wait, so that a send that never waits reads no clock
 /// (a read costs ~30 ns on this VM, on every call's path).
@@ -37,9 +43,7 @@ class SendLimit {
   /// The deadline; a span of time becomes one at the first call.
   Deadline deadline() noexcept {
     if (lazy_) {
-      const auto now = Clock::now();
-      // A patience past the clock's range means no limit (no overflow to the past).
-      deadline_ = patience_ >= Deadline::max() - now ? Deadline::max() : now + patience_;
+      deadline_ = deadline_after(patience_);
       lazy_ = false;
     }
     return deadline_;
