@@ -213,10 +213,14 @@ void RpcAgentServerLauncher::launch() {
     pinned = {{"class", agent_class_}, {"name", name}, {"kwargs", kwargs}};
   }
   auto& runtime = detail::Runtime::require("RpcAgentServerLauncher::launch");
-  auto link = runtime.launch({.host = host_, .port = port_, .lazy_launch = false}, pinned);
-  link->wait_ready(Clock::now() + std::chrono::seconds(10));
-  port_ = link->port();
-  link_ = std::move(link);
+  link_ = runtime.launch({.host = host_, .port = port_, .lazy_launch = false}, pinned);
+  try {
+    link_->wait_ready(Clock::now() + std::chrono::seconds(10));
+  } catch (...) {
+    shutdown();  // a server that did not start in time must not live on unseen
+    throw;
+  }
+  port_ = link_->port();
 }
 
 void RpcAgentServerLauncher::wait_until_terminate() {

@@ -39,11 +39,11 @@ void RemoteAgent::ensure_placed() {
   std::lock_guard lock(place_mutex_);
   if (place_error_) std::rethrow_exception(place_error_);
   if (link_) return;
+  std::shared_ptr<ServerLink> link;
   try {
     Runtime& runtime = Runtime::require("to_dist");
-    std::shared_ptr<ServerLink> link = options_.launch_server
-                                           ? runtime.launch(options_, nullptr)
-                                           : runtime.connect(options_.host, options_.port);
+    link = options_.launch_server ? runtime.launch(options_, nullptr)
+                                  : runtime.connect(options_.host, options_.port);
     if (options_.launch_server && !options_.lazy_launch)
       link->wait_ready(Clock::now() + kStartTimeout);
     agent_id_ = link->new_agent_id();
@@ -55,6 +55,8 @@ void RemoteAgent::ensure_placed() {
     link_ = std::move(link);
     placed_.store(link_.get(), std::memory_order_release);
   } catch (...) {
+    // Unbound, the link retires: a server launched for this agent then ends.
+    if (link && !link_) link->unbind_agent();
     place_error_ = std::current_exception();
     throw;
   }
