@@ -1,5 +1,6 @@
 #include "troupe/core/agent.hpp"
 
+#include "troupe/core/channel.hpp"
 #include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/detail/runtime.hpp"
 #include "troupe/core/error.hpp"
@@ -39,31 +40,53 @@ void AgentBase::observe(const Msg& /*x*/) {}
 
 Msg AgentBase::operator()(const Msg& x) { return (*this)(std::vector<Msg>{x}); }
 
-Msg AgentBase::operator()(std::vector<Msg> xs) {
+Msg AgentBase::operator()(std::vector<Msg> xs) { return call(std::move(xs), {}); }
+
+Msg AgentBase::call(std::vector<Msg> xs, const CallOptions& options) {
+  auto result = enqueue(std::move(xs), /*observation=*/false, options.timeout);
+  if (result->status() == detail::ResultState::kValue) return result->value();  // ran now
+  return Msg::placeholder(std::move(result));
+}
+
+ObserveHandle AgentBase::tell(const Msg& x) {
+  return ObserveHandle::reporting(enqueue({x}, /*observation=*/true, {}), describe());
+}
+
+std::string AgentBase::describe() const {
+  return "agent '" + name_ + "' (class " + class_name() + ")";
+}
+
+std::shared_ptr<detail::ResultState> AgentBase::enqueue(std::vector<Msg> xs, bool observation,
+                                                        std::chrono::nanoseconds timeout) {
   auto call = std::make_shared<detail::LaneCall>();
   call->inputs = std::move(xs);
   // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
   call->result = std::make_shared<detail::ResultState>(detail::Runtime::get());
-  call->run = [this, lane = lane_](detail::LaneCall& c) {
+  if (timeout.count() > 0) call->result->deadline = deadline_after(timeout);
+  call->run = [this, lane = lane_, observation](detail::LaneCall& c) {
     if (const std::string* why = lane->closed()) {
       c.result->fail(std::make_exception_ptr(Error(*why)));
       return;
     }
+    // The same failures a distributed agent reports, so placement never changes results.
     try {
-      c.result->resolve(reply(c.inputs));
+      if (observation) {
+        observe(c.inputs.front());
+        c.result->resolve(Msg());
+      } else {
+        c.result->resolve(reply(c.inputs));
+      }
     } catch (const std::exception& e) {
-      // The same failure a distributed agent reports, so placement never changes results.
       c.result->fail(std::make_exception_ptr(
-          RemoteError("agent '" + name_ + "' (class " + class_name() + ") raised: " + e.what())));
+          RemoteError(describe() + (observation ? " observe raised: " : " raised: ") + e.what())));
     } catch (...) {
-      c.result->fail(std::make_exception_ptr(
-          RemoteError("agent '" + name_ + "' raised a non-standard exception")));
+      c.result->fail(std::make_exception_ptr(RemoteError(
+          describe() + (observation ? " observe raised" : " raised a non-standard exception"))));
     }
   };
   auto result = call->result;
   lane_->admit(std::move(call));
-  if (result->status() == detail::ResultState::kValue) return result->value();  // ran now
-  return Msg::placeholder(std::move(result));
+  return result;
 }
 
 }  // namespace troupe

@@ -96,20 +96,9 @@ Msg DistAgent::call(std::span<const Msg> xs, std::chrono::nanoseconds timeout,
 
 ObserveHandle DistAgent::observe(const Msg& x) const {
   agent();
-  auto state = agent_->call({&x, 1}, wire::Kind::Observe, std::chrono::nanoseconds{0});
   // A failure nobody asks about is still reported.
-  std::weak_ptr<detail::ResultState> weak = state;
-  std::string who = agent_->describe();
-  state->on_settled([weak, who] {
-    if (auto s = weak.lock(); s && s->status() == detail::ResultState::kFailed) {
-      try {
-        std::rethrow_exception(s->error());
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "troupe: observe on %s failed: %s\n", who.c_str(), e.what());
-      }
-    }
-  });
-  return ObserveHandle(std::move(state));
+  return ObserveHandle::reporting(
+      agent_->call({&x, 1}, wire::Kind::Observe, std::chrono::nanoseconds{0}), agent_->describe());
 }
 
 const std::string& DistAgent::name() const { return agent().name(); }
@@ -132,18 +121,6 @@ ServerHandle DistAgent::server() const {
 }
 
 void DistAgent::shutdown() const { const_cast<detail::RemoteAgent&>(agent()).shutdown(); }
-
-bool ObserveHandle::ready() const noexcept { return !state_ || state_->settled(); }
-
-bool ObserveHandle::wait_for(std::chrono::nanoseconds timeout) const {
-  return !state_ || state_->wait_until(deadline_after(timeout));
-}
-
-std::exception_ptr ObserveHandle::error() const { return state_ ? state_->error() : nullptr; }
-
-void ObserveHandle::get() const {
-  if (auto e = error()) std::rethrow_exception(e);
-}
 
 ServerInfo ServerHandle::info() const {
   Msg reply = ask_server(*link_, wire::Kind::Info, {});

@@ -76,7 +76,7 @@ bool Msg::same_content_as(const Msg& other) const {
 
 bool operator==(const Msg& a, const Msg& b) { return a.fields() == b.fields(); }
 
-bool Msg::ready() const noexcept { return !state_ || state_->settled(); }
+bool Msg::ready() const noexcept { return !state_ || state_->settled_or_expired(); }
 
 bool Msg::wait_for(std::chrono::nanoseconds timeout) const {
   if (ready()) return true;

@@ -33,6 +33,16 @@ bool ResultState::fail(std::exception_ptr error) {
   return settle(kFailed, [&] { error_ = std::move(error); });
 }
 
+bool ResultState::settled_or_expired() noexcept {
+  if (settled()) return true;
+  if (deadline == Deadline::max() || Clock::now() < deadline) return false;
+  try {
+    fail(std::make_exception_ptr(Timeout("call timed out before it could complete")));
+  } catch (...) {  // no memory for the error: it stays pending, and the next look tries again
+  }
+  return settled();
+}
+
 void ResultState::on_settled(std::function<void()> f) {
   {
     std::lock_guard lock(continuations_mutex_);

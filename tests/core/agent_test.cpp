@@ -52,6 +52,40 @@ TEST(AgentTest, DestroyingAnAgentFailsItsDeferredCallsClearly) {
   EXPECT_NE(deferred.error_message().find("was destroyed"), std::string::npos);
 }
 
+TEST(AgentTest, TellIsOrderedWithDeferredCallsAndReportsFailure) {
+  auto gate = std::make_shared<detail::ResultState>();
+  Counter c("C");
+  Msg deferred = c(Msg::placeholder(gate));       // waits for the gate
+  ObserveHandle seen = c.tell(Msg("u", "seen"));  // queued behind it, not run now
+  Msg after = c(Msg("u", "x"));
+  EXPECT_FALSE(seen.ready());
+  gate->resolve(Msg("u", "g"));
+  EXPECT_EQ(deferred.content(), "C:1:g");  // before the observation
+  EXPECT_NO_THROW(seen.get());
+  EXPECT_EQ(after.content(), "C:3:x");  // the observation counted second
+
+  test::Faulty f("F");
+  ObserveHandle bad = f.tell(Msg("u", "fail"));
+  EXPECT_THROW(bad.get(), RemoteError);
+  try {
+    bad.get();
+  } catch (const RemoteError& e) {
+    EXPECT_NE(std::string(e.what()).find("agent 'F' (class Faulty) observe raised"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
+}
+
+TEST(AgentTest, ADeferredInProcessCallTimesOut) {
+  auto gate = std::make_shared<detail::ResultState>();
+  Counter c("C");
+  Msg r = c.call({Msg::placeholder(gate)}, {.timeout = std::chrono::milliseconds(50)});
+  EXPECT_THROW((void)r.content(), Timeout);  // while its input is still pending
+  gate->resolve(Msg("u", "g"));
+  EXPECT_THROW((void)r.content(), Timeout);  // a timeout abandons the result, not the call
+}
+
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {
   test::Faulty f("F");
   Msg m = f({Msg("u", "a"), Msg("u", "b")});

@@ -248,6 +248,18 @@ TEST(DistAgentTest, ObserveIsOrderedAndReportsFailure) {
   EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
 }
 
+TEST(DistAgentTest, ACallWaitingForItsInputTimesOutForWhoeverPolls) {
+  auto slow = Sleeper("S", {{"sleep_ms", 2000}}).to_dist();
+  auto c = Counter("C").to_dist();
+  Msg input = slow(Msg("u", "x"));
+  Msg r = c.call({input}, {.timeout = 50ms});  // deferred: its input is pending
+  const auto start = Clock::now();
+  while (!r.ready() && Clock::now() - start < 1500ms) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(r.ready()) << "ready() never saw the deadline pass";
+  EXPECT_THROW((void)r.content(), Timeout);
+  EXPECT_FALSE(input.ready());  // well before the input resolved
+}
+
 TEST(DistAgentTest, WaitsWithoutALimitDoNotOverflow) {
   auto s = Sleeper("S", {{"sleep_ms", 100}}).to_dist();
   Msg slow = s(Msg("u", "x"));

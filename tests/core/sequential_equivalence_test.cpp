@@ -144,9 +144,8 @@ TEST_P(SequentialEquivalenceTest, SeveralAgentsPerChild) {
 
 TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
   // The first call also takes a slow remote agent's pending answer: that in-process agent
-  // defers it, and every later call on it queues behind (no observe here: a direct observe()
-  // on an in-process agent is not ordered with deferred calls).
-  auto program = random_program(GetParam(), kAgents, kSteps, /*observes=*/false);
+  // defers it, and every later call and observation (tell) on it queues behind.
+  auto program = random_program(GetParam(), kAgents, kSteps);
   auto reference = sequential_reference(program, Msg("gate", "gate(x)"));
   auto gate = test::Sleeper("gate", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false});
   std::vector<std::unique_ptr<Ledger>> agents;
@@ -159,7 +158,7 @@ TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
         if (pending) in.push_back(*std::exchange(pending, std::nullopt));
         return (*agents[a])(std::move(in));
       },
-      [&](int, const Msg&) {});
+      [&](int a, const Msg& m) { agents[a]->tell(m); });
   EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const Msg& m) { return m.is_placeholder(); }));
   wait_all(got);
   expect_same(reference, got);

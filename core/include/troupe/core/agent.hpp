@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "troupe/core/call.hpp"
 #include "troupe/core/msg.hpp"
 
 namespace troupe {
@@ -52,6 +53,14 @@ class AgentBase {
   /// at once and runs when the input resolves (never blocking this thread).
   Msg operator()(const Msg& x = Msg());
   Msg operator()(std::vector<Msg> xs);
+  /// The same with options: a deferred call fails with troupe::Timeout once options.timeout
+  /// has passed (a call that runs now, on this thread, runs to its end).
+  Msg call(std::vector<Msg> xs, const CallOptions& options);
+  /// Sends `x` to observe() without an answer (the actor model's "tell"), ordered with this
+  /// agent's calls like operator(): now when `x` is resolved and nothing is queued, else once
+  /// it is. Returns at once; the handle reports a failure, as DistAgent::observe()'s does.
+  /// (Calling the virtual observe() directly runs it now, outside that order.)
+  ObserveHandle tell(const Msg& x);
 
   /// Places a new instance of this agent (same class, name, kwargs) in a server process and
   /// returns its handle; this object is not used by the distributed agent. Throws troupe::Error
@@ -60,6 +69,11 @@ class AgentBase {
   DistAgent to_dist() const;
 
  private:
+  // Admits a call of reply() (or of observe(), for an observation) to this agent's lane.
+  std::shared_ptr<detail::ResultState> enqueue(std::vector<Msg> xs, bool observation,
+                                               std::chrono::nanoseconds timeout);
+  std::string describe() const;
+
   std::string name_;
   Kwargs kwargs_;
   std::shared_ptr<detail::AgentLane> lane_;  // created on first in-process call

@@ -14,6 +14,7 @@
 
 #include "troupe/core/agent.hpp"
 #include "troupe/core/agent_server.hpp"
+#include "troupe/core/call.hpp"
 #include "troupe/core/msg.hpp"
 
 namespace troupe {
@@ -43,27 +44,6 @@ struct DistOptions {
   std::chrono::nanoseconds timeout{0};
   /// Worker threads of a launched server (0: max(2, hardware threads)).
   int workers = 0;
-};
-
-struct CallOptions {
-  /// This call's deadline (0: the agent's own timeout, if any).
-  std::chrono::nanoseconds timeout{0};
-};
-
-/// The handle observe() returns: ignore it, or ask whether the observation failed.
-class ObserveHandle {
- public:
-  ObserveHandle() = default;
-  explicit ObserveHandle(std::shared_ptr<detail::ResultState> state) : state_(std::move(state)) {}
-  bool ready() const noexcept;
-  bool wait_for(std::chrono::nanoseconds timeout) const;
-  /// The failure, or nullptr once it succeeded; waits.
-  std::exception_ptr error() const;
-  /// Waits; throws the failure if any.
-  void get() const;
-
- private:
-  std::shared_ptr<detail::ResultState> state_;
 };
 
 /// A server as its clients see it: state, agents, management.
@@ -97,6 +77,8 @@ class DistAgent {
   Msg call(std::vector<Msg> xs, const CallOptions& options) const;
   /// Sends a message without expecting an answer; ordered with reply() calls.
   ObserveHandle observe(const Msg& x) const;
+  /// The same as observe(), under the name AgentBase uses for it (the actor model's "tell").
+  ObserveHandle tell(const Msg& x) const { return observe(x); }
 
   const std::string& name() const;
   const std::string& class_name() const;

@@ -50,6 +50,10 @@ class ResultState {
     return static_cast<Status>(status_.load(std::memory_order_acquire));
   }
   bool settled() const noexcept { return status() != kPending; }
+  /// Settled, or failed just now with troupe::Timeout because its deadline has passed. Whoever
+  /// looks checks the deadline: a call still waiting for an input is on no link, where the
+  /// runtime's sweep of sent calls would find it.
+  bool settled_or_expired() noexcept;
 
   /// Blocks until settled or `deadline`; returns settled().
   bool wait_until(Deadline until);
