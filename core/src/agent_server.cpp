@@ -96,6 +96,11 @@ AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
   if (options_.max_queued_bytes_per_client == 0) {
     throw Error("AgentServerOptions::max_queued_bytes_per_client must be > 0");
   }
+  // In nanoseconds, saturating: a patience of milliseconds::max() means no limit.
+  send_patience_ = options_.send_patience >= std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::nanoseconds::max())
+                       ? std::chrono::nanoseconds::max()
+                       : std::chrono::nanoseconds(options_.send_patience);
   if (options_.workers == 0) {
     options_.workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   }
@@ -527,9 +532,7 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   const FrameBytes frame = reply_builder().build(fields);
   // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
   // not hold a worker, and with it every other client, for good.
-  const std::error_code ec = client.channel->send(
-      frame,
-      SendLimit(std::chrono::duration_cast<std::chrono::nanoseconds>(options_.send_patience)));
+  const std::error_code ec = client.channel->send(frame, SendLimit(send_patience_));
   // A client that is gone cannot be answered; the receiver drops it with its calls.
   if (!ec || ec == Errc::kClosed || ec == Errc::kPeerDead) return;
   if (ec == Errc::kMessageTooLarge && fields.kind != wire::Kind::Error) {
@@ -538,11 +541,15 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
                    " bytes) is larger than the channel carries: " + ec.message());
     return;
   }
+  if (ec != Errc::kTimeout) {
+    std::fprintf(stderr, "troupe server %d: a reply could not be sent: %s\n", ::getpid(),
+                 ec.message().c_str());
+    return;
+  }
   std::fprintf(stderr,
-               "troupe server %d: a client read nothing for %lld ms (%s); dropping it, so "
-               "that its calls fail instead of waiting\n",
-               ::getpid(), static_cast<long long>(options_.send_patience.count()),
-               ec.message().c_str());
+               "troupe server %d: a client read nothing for %lld ms; dropping it, so that its "
+               "calls fail instead of waiting\n",
+               ::getpid(), static_cast<long long>(options_.send_patience.count()));
   client.channel->close();  // the receiver then drops it
 }
 

@@ -111,7 +111,10 @@ void ignore_terminal_signals() {
       const pid_t fork_server = ::getpid();
       const pid_t pid = ::fork();
       if (pid == 0) {
-        ::sigprocmask(SIG_UNBLOCK, &signals, nullptr);
+        // A clean mask: nothing the program had blocked when it called init() stays blocked.
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
         // Die with the fork server (single-threaded: its forking thread lives as long as it).
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (::getppid() != fork_server) ::_exit(0);

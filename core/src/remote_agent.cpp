@@ -84,7 +84,7 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire
     return state;
   }
   if (timeout.count() <= 0) timeout = options_.timeout;
-  if (timeout.count() > 0) state->deadline = Clock::now() + timeout;
+  if (timeout.count() > 0) state->deadline = deadline_after(timeout);
   runtime->note_call();
   if (lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) return state;
   auto lane_call = std::make_shared<LaneCall>();

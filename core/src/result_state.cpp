@@ -2,6 +2,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+
 #include "troupe/core/detail/private_futex.hpp"
 #include "troupe/core/error.hpp"
 
@@ -21,7 +23,13 @@ bool ResultState::settle(std::uint32_t status, Set&& set) {
     ready.swap(continuations_);
   }
   if (sleepers_.load(std::memory_order_seq_cst) != 0) futex_wake_private(status_, 1 << 30);
-  for (auto& f : ready) f();
+  // Each continuation runs whatever another throws: a dependant left out would hang.
+  for (auto& f : ready) {
+    try {
+      f();
+    } catch (...) {
+    }
+  }
   return true;
 }
 
@@ -61,15 +69,18 @@ bool ResultState::wait_until(Deadline until) {
     if (settled()) return true;
     if (Clock::now() >= until) return false;
   }
-  // No driver (or it gave up early): spin briefly, then sleep on the status word.
+  // No driver (or it gave up early): spin briefly, then sleep on the status word, waking for
+  // the result's own deadline too (settled_or_expired() fails it then).
   for (int i = 0; i < 64; ++i) {
-    if (settled()) return true;
+    if (settled_or_expired()) return true;
     ::sched_yield();
   }
-  while (!settled()) {
+  while (!settled_or_expired()) {
     const auto now = Clock::now();
     if (now >= until) return false;
-    nap(std::min<std::chrono::nanoseconds>(until - now, std::chrono::milliseconds(50)));
+    const Deadline wake = std::min(until, deadline);
+    nap(std::clamp<std::chrono::nanoseconds>(wake - now, std::chrono::nanoseconds(0),
+                                             std::chrono::milliseconds(50)));
   }
   return true;
 }

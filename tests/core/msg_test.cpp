@@ -6,6 +6,10 @@
 
 #include <set>
 
+#include "troupe/core/channel.hpp"
+#include "troupe/core/detail/result_state.hpp"
+#include "troupe/core/error.hpp"
+
 namespace troupe {
 namespace {
 
@@ -65,6 +69,13 @@ TEST(MsgTest, SameContentIgnoresIdAndTimestamp) {
   Msg d = a;
   d.set_url({"http://x"});
   EXPECT_FALSE(a.same_content_as(d));
+}
+
+TEST(MsgTest, APlaceholderWithADeadlineTimesOutWithoutARuntime) {
+  auto state = std::make_shared<detail::ResultState>();  // no driver: no runtime pumps it
+  state->deadline = Clock::now() + std::chrono::milliseconds(50);
+  const Msg m = Msg::placeholder(state);
+  EXPECT_THROW((void)m.content(), Timeout);
 }
 
 }  // namespace

@@ -29,18 +29,15 @@ void on_interrupt(int) { g_interrupted = 1; }
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
   const bool catching = std::strcmp(argv[1], "catch") == 0;
-  sigset_t interrupt, previous;
-  sigemptyset(&interrupt);
-  sigaddset(&interrupt, SIGINT);
+  troupe::init(argc, argv);
   if (catching) {
-    // Blocked before init() starts any thread (threads inherit the mask), and until the
-    // sigsuspend below: the signal then reaches the main thread, and not before it waits.
-    ::pthread_sigmask(SIG_BLOCK, &interrupt, &previous);
+    // After init(), as a program would: the fork server and the agent servers do not inherit
+    // this handler and must survive the signal by themselves. Not blocked: whichever thread
+    // takes the signal sets the flag.
     struct sigaction action {};
     action.sa_handler = on_interrupt;
     ::sigaction(SIGINT, &action, nullptr);
   }
-  troupe::init(argc, argv);
   auto a = Echo("A").to_dist({.lazy_launch = false});
   auto b = Echo("B").to_dist({.lazy_launch = false});
   auto c = Echo("C").to_dist({.port = a.port(), .launch_server = false});
@@ -53,7 +50,7 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   if (catching) {
-    while (g_interrupted == 0) ::sigsuspend(&previous);
+    while (g_interrupted == 0) ::usleep(5000);
     for (auto* agent : {&a, &b, &c}) {
       if ((*agent)(troupe::Msg("u", "again")).content() != "again") return 4;
     }

@@ -114,6 +114,7 @@ class AgentServer {
   std::string info_json() const;
 
   AgentServerOptions options_;
+  std::chrono::nanoseconds send_patience_{};  // options_.send_patience, saturated
   std::atomic<bool> stopping_{false};
   int port_ = 0;
 
