@@ -269,15 +269,16 @@ bool AgentServer::receive(bool may_block) {
   bool any = false;
   auto poll_one = [&](const ClientPtr& client, Deadline deadline) {
     // A client over its queue budget is not read: its ring fills and its sends wait. Under
-    // it, no more frames than the rest of the budget holds at the least cost per call, so
-    // that a batch overshoots by one frame at most.
+    // it, no more frames and bytes than the rest of the budget holds, so that a batch
+    // overshoots by one frame at most.
     const std::size_t queued = client->queued_bytes.load(std::memory_order_relaxed);
     const std::size_t limit = options_.max_queued_bytes_per_client;
     if (queued >= limit) return;
-    const std::size_t room = (limit - queued) / kQueuedCallOverhead + 1;
+    const std::size_t room = limit - queued;
     std::error_code ec;
-    const std::size_t n = client->channel->poll([&](FrameBytes frame) { on_frame(client, frame); },
-                                                std::min(room, kReceiveBatch), deadline, ec);
+    const std::size_t n = client->channel->poll(
+        [&](FrameBytes frame) { on_frame(client, frame); },
+        std::min(room / kQueuedCallOverhead + 1, kReceiveBatch), room, deadline, ec);
     any |= n > 0;
     if (ec == Errc::kClosed || ec == Errc::kPeerDead || ec == Errc::kMalformedFrame) {
       if (ec == Errc::kMalformedFrame) {

@@ -222,13 +222,14 @@ std::error_code ShmChannel::wait_for_space(std::size_t payload, SendLimit& limit
   return ec;
 }
 
-std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::size_t budget) {
+std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::size_t budget,
+                                    std::size_t& bytes_left) {
   std::size_t delivered = 0;
   auto broken = [&](const char*) {
     broken_.store(true, std::memory_order_relaxed);
     malformed_.fetch_add(1, std::memory_order_relaxed);
   };
-  while (delivered < budget && !broken_.load(std::memory_order_relaxed)) {
+  while (delivered < budget && bytes_left > 0 && !broken_.load(std::memory_order_relaxed)) {
     std::optional<RingRecord> record = consumer_.try_take();
     if (!record) {
       if (consumer_.corrupt()) broken("record header out of bounds");
@@ -243,6 +244,7 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
         }
         deliver(payload);
         ++delivered;
+        bytes_left -= std::min(bytes_left, payload.size());
         bump(frames_received_, 1);
         bump(bytes_received_, payload.size());
         break;
@@ -275,6 +277,7 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
         if (last) {
           deliver(partial_);
           ++delivered;
+          bytes_left -= std::min(bytes_left, partial_.size());
           bump(frames_received_, 1);
           bump(bytes_received_, partial_.size());
           partial_expected_ = 0;
@@ -298,18 +301,19 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
 std::size_t ShmChannel::drain_into_inbox() {
   ReceiveLease lease(receive_lease_);
   if (!lease || broken_.load(std::memory_order_relaxed)) return 0;
+  std::size_t no_byte_limit = std::numeric_limits<std::size_t>::max();
   const std::size_t n = take_frames(
       [&](FrameBytes frame) {
         inbox_.emplace_back(frame.begin(), frame.end());
         inbox_depth_.fetch_add(1, std::memory_order_relaxed);
       },
-      std::numeric_limits<std::size_t>::max());
+      std::numeric_limits<std::size_t>::max(), no_byte_limit);
   consumer_.publish_head();
   return n;
 }
 
 std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
-                             Deadline deadline, std::error_code& ec) {
+                             std::size_t max_bytes, Deadline deadline, std::error_code& ec) {
   ec.clear();
   if (max_frames == 0) return 0;
   // A look that must not wait, on a channel with nothing to deliver, returns before taking
@@ -324,15 +328,19 @@ std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t
   ReceiveLease lease(receive_lease_);
   if (!lease) return 0;
   std::size_t delivered = 0;
+  std::size_t bytes_left = std::max<std::size_t>(max_bytes, 1);
   for (;;) {
-    while (delivered < max_frames && !inbox_.empty()) {
+    while (delivered < max_frames && bytes_left > 0 && !inbox_.empty()) {
       std::vector<std::byte> frame = std::move(inbox_.front());
       inbox_.pop_front();
       inbox_depth_.fetch_sub(1, std::memory_order_relaxed);
       on_frame(frame);
       ++delivered;
+      bytes_left -= std::min(bytes_left, frame.size());
     }
-    if (delivered < max_frames) delivered += take_frames(on_frame, max_frames - delivered);
+    if (delivered < max_frames && bytes_left > 0) {
+      delivered += take_frames(on_frame, max_frames - delivered, bytes_left);
+    }
     if (broken_.load(std::memory_order_relaxed)) {
       ec = Errc::kMalformedFrame;
       break;

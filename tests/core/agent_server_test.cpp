@@ -270,6 +270,25 @@ TEST_F(TightQueueTest, AFastCallerIsHeldBackAndLosesNothing) {
   }
 }
 
+TEST_F(TightQueueTest, BigCallsCountByTheirBytes) {
+  create(1, "Sleeper", "S", R"({"sleep_ms": 5})");
+  expect_next(wire::Kind::Result);
+  constexpr std::uint64_t kCalls = 20;
+  const std::string big(8 * 1024, 'b');  // two such calls fill the 16 KiB budget
+  for (std::uint64_t i = 0; i < kCalls; ++i) call(1, 100 + i, big);
+  std::size_t deepest = 0;
+  for (int i = 0; i < 10; ++i) {
+    for (const auto& agent : server_->info().agents) {
+      deepest = std::max(deepest, agent.queue_depth);
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_LE(deepest, 3u);  // the budget, overshot by one frame at most
+  for (std::uint64_t i = 0; i < kCalls; ++i) {
+    ASSERT_EQ(expect_next(wire::Kind::Result).call_id, 100 + i);
+  }
+}
+
 TEST(AgentServerOptionsTest, RefusesNegativeWorkers) {
   EXPECT_THROW(AgentServer({.workers = -1}), Error);
 }

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <system_error>
 
@@ -87,8 +88,14 @@ class Channel {
   /// call. Returns the count delivered; 0 with `ec` clear means the deadline passed with nothing to
   /// deliver, or that another thread of this process is receiving on this channel right now; `ec`
   /// is kPeerDead or kClosed once the peer is gone and every frame it sent was delivered.
+  /// Delivery also stops once the frames delivered reach `max_bytes` (the frame that crosses
+  /// it is delivered whole): a receiver's budget is overshot by one frame at most.
   virtual std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
-                           Deadline deadline, std::error_code& ec) = 0;
+                           std::size_t max_bytes, Deadline deadline, std::error_code& ec) = 0;
+  std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
+                   Deadline deadline, std::error_code& ec) {
+    return poll(on_frame, max_frames, std::numeric_limits<std::size_t>::max(), deadline, ec);
+  }
 
   /// Closes this end: the peer's waits end with kClosed. Idempotent.
   virtual void close() noexcept = 0;

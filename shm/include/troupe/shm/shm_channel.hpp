@@ -66,8 +66,9 @@ class ShmChannel final : public Channel {
 
   std::error_code send(FrameBytes frame, SendLimit limit, bool flush = true) override;
   std::error_code flush() override;
+  using Channel::poll;
   std::size_t poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t max_frames,
-                   Deadline deadline, std::error_code& ec) override;
+                   std::size_t max_bytes, Deadline deadline, std::error_code& ec) override;
   void close() noexcept override;
   ChannelStats stats() const noexcept override;
 
@@ -89,7 +90,8 @@ class ShmChannel final : public Channel {
   std::error_code peer_gone() noexcept;
   // Requires the receive lease. Takes ring records: complete frames go to `deliver`; returns
   // the number delivered (at most `budget`).
-  std::size_t take_frames(FunctionRef<void(FrameBytes)> deliver, std::size_t budget);
+  std::size_t take_frames(FunctionRef<void(FrameBytes)> deliver, std::size_t budget,
+                          std::size_t& bytes_left);
   std::size_t drain_into_inbox();
 
   Segment segment_;
