@@ -27,6 +27,9 @@ bool AgentLane::fail_on_failed_input(std::span<const Msg> inputs, ResultState& r
 }
 
 void AgentLane::execute(LaneCall& call) {
+  // A call whose result settled before it could run (it timed out waiting for an input, or
+  // its lane closed) is abandoned: it neither runs nor is sent.
+  if (call.result->settled()) return;
   if (!fail_on_failed_input(call.inputs, *call.result)) call.run(call);
 }
 
@@ -127,12 +130,22 @@ void AgentLane::admit(LaneCallPtr call) {
     if (!input.ready()) waiting_on.push_back(&input);
   }
   call->unresolved.store(static_cast<int>(waiting_on.size()) + 1, std::memory_order_relaxed);
-  auto release = [self = shared_from_this(), call] {
-    if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      self->sequencer_->try_put(call);
-    }
+  // Into the sequencer exactly once: when the last input settles, or when the call's own
+  // result settles first (a timeout), so that the agent's later calls proceed.
+  auto enter = [self = shared_from_this()](const LaneCallPtr& c) {
+    if (!c->queued.exchange(true, std::memory_order_acq_rel)) self->sequencer_->try_put(c);
+  };
+  auto release = [enter, call] {
+    if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) enter(call);
   };
   for (const Msg* input : waiting_on) input->state()->on_settled(release);
+  if (!waiting_on.empty() && call->result->deadline != Deadline::max()) {
+    // Weakly: the result's continuations must not keep the call (which holds the result).
+    call->result->on_settled([enter, weak = std::weak_ptr<LaneCall>(call)] {
+      if (auto c = weak.lock()) enter(c);
+    });
+    if (ProgressDriver* driver = call->result->driver()) driver->watch_deadline(call->result);
+  }
   release();
 }
 

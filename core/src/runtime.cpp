@@ -260,6 +260,25 @@ std::size_t Runtime::pump_links(const LinkList& all, std::vector<std::shared_ptr
 void Runtime::expire_all(Clock::time_point now) {
   const auto all = links();
   for (const auto& link : *all) link->expire(now);
+  // Deferred calls with a deadline (no link tracks them before they are sent). Settling one
+  // runs its continuations, which may admit or release calls: not under the lock.
+  std::vector<std::shared_ptr<ResultState>> due;
+  {
+    std::lock_guard lock(deadlines_mutex_);
+    std::erase_if(deadlines_, [&](const std::weak_ptr<ResultState>& weak) {
+      auto state = weak.lock();
+      if (!state || state->settled()) return true;
+      if (state->deadline > now) return false;
+      due.push_back(std::move(state));
+      return true;
+    });
+  }
+  for (auto& state : due) state->settled_or_expired();
+}
+
+void Runtime::watch_deadline(std::weak_ptr<ResultState> state) {
+  std::lock_guard lock(deadlines_mutex_);
+  deadlines_.push_back(std::move(state));
 }
 
 void Runtime::retire_idle_links() {

@@ -83,7 +83,20 @@ TEST(AgentTest, ADeferredInProcessCallTimesOut) {
   Msg r = c.call({Msg::placeholder(gate)}, {.timeout = std::chrono::milliseconds(50)});
   EXPECT_THROW((void)r.content(), Timeout);  // while its input is still pending
   gate->resolve(Msg("u", "g"));
-  EXPECT_THROW((void)r.content(), Timeout);  // a timeout abandons the result, not the call
+  EXPECT_THROW((void)r.content(), Timeout);  // the call was abandoned; it never runs
+}
+
+TEST(AgentTest, ATimedOutDeferredCallLetsLaterCallsProceedAndNeverRuns) {
+  auto gate = std::make_shared<detail::ResultState>();
+  Counter c("C");
+  Msg stuck = c.call({Msg::placeholder(gate)}, {.timeout = std::chrono::milliseconds(50)});
+  Msg later = c(Msg("u", "x"));  // queued behind the stuck call
+  // Nobody waits for `stuck`: the runtime's deadline watch fails it, and `later` runs.
+  ASSERT_TRUE(later.wait_for(std::chrono::seconds(5))) << "the lane stayed blocked";
+  EXPECT_EQ(later.content(), "C:1:x");  // the abandoned call never ran
+  EXPECT_THROW((void)stuck.content(), Timeout);
+  gate->resolve(Msg("u", "g"));
+  EXPECT_EQ(c(Msg("u", "y")).content(), "C:2:y");
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

@@ -37,6 +37,7 @@ struct LaneCall {
   std::uint64_t seq = 0;
   std::atomic<int> unresolved{0};
   std::atomic<bool> started{false};  ///< the runner took it (AgentLane::close() spares it)
+  std::atomic<bool> queued{false};   ///< handed to the sequencer (exactly once)
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
 

@@ -29,6 +29,9 @@ class ProgressDriver {
   virtual ~ProgressDriver() = default;
   /// Makes progress on `state` (polls replies, runs due timeouts) until it settles or `until`.
   virtual void drive(ResultState& state, Deadline until) = 0;
+  /// Fails `state` with troupe::Timeout once its deadline passes, even if nobody waits for it
+  /// (a call deferred on a pending input holds its agent's later calls until it settles).
+  virtual void watch_deadline(std::weak_ptr<ResultState> state) = 0;
 };
 
 class ResultState {
@@ -71,6 +74,7 @@ class ResultState {
 
   /// Hands waiting to a driver (the runtime's reply pump); set before the state is shared.
   void set_driver(ProgressDriver* driver) noexcept { driver_ = driver; }
+  ProgressDriver* driver() const noexcept { return driver_; }
   /// A deadline after which the runtime fails the result with troupe::Timeout.
   Deadline deadline = Deadline::max();
 

@@ -70,6 +70,7 @@ class Runtime final : public ProgressDriver {
   std::size_t pump_links(const LinkList& all, std::vector<std::shared_ptr<ServerLink>>* busy,
                          Deadline deadline = kNoWait);
   void expire_all(Clock::time_point now);
+  void watch_deadline(std::weak_ptr<ResultState> state) override;
   void retire_idle_links();
   void background_loop();
   // Asks whether each of `busy` still has its server (see runtime.cpp).
@@ -84,6 +85,8 @@ class Runtime final : public ProgressDriver {
   std::map<int, std::weak_ptr<ServerLink>> attached_;  // by port; guarded by links_mutex_
   std::atomic<std::uint64_t> links_version_{0};
 
+  std::mutex deadlines_mutex_;
+  std::vector<std::weak_ptr<ResultState>> deadlines_;  // watched; guarded by deadlines_mutex_
   std::mutex exits_mutex_;
   std::condition_variable exited_;
   std::map<pid_t, int> exits_;  // guarded by exits_mutex_
