@@ -18,7 +18,14 @@ RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs
       description_(
           std::make_shared<const std::string>("agent '" + name_ + "' (class " + class_name_ + ")")),
       kwargs_(std::move(kwargs)),
-      options_(std::move(options)) {}
+      options_(std::move(options)) {
+  // Handles attached by name to one server agent share its lane: one agent, one order.
+  if (!options_.launch_server && options_.port != 0) {
+    if (Runtime* runtime = Runtime::get()) {
+      lane_ = runtime->attached_lane(options_.host, options_.port, name_);
+    }
+  }
+}
 
 RemoteAgent::~RemoteAgent() {
   // Every call holds this object until it ran: the lane is empty, the Release follows them.

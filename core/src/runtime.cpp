@@ -10,6 +10,7 @@
 
 #include "troupe/core/agent_server.hpp"
 #include "troupe/core/child_process.hpp"
+#include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/core/detail/private_futex.hpp"
 #include "troupe/core/error.hpp"
@@ -274,6 +275,22 @@ void Runtime::expire_all(Clock::time_point now) {
     });
   }
   for (auto& state : due) state->settled_or_expired();
+}
+
+std::shared_ptr<AgentLane> Runtime::attached_lane(const std::string& host, int port,
+                                                  const std::string& name) {
+  std::lock_guard lock(lanes_mutex_);
+  if (attached_lanes_.size() >= lanes_sweep_at_) {
+    std::erase_if(attached_lanes_, [](const auto& entry) { return entry.second.expired(); });
+    lanes_sweep_at_ = std::max<std::size_t>(64, 2 * attached_lanes_.size());
+  }
+  std::weak_ptr<AgentLane>& weak = attached_lanes_[{host, port, name}];
+  std::shared_ptr<AgentLane> lane = weak.lock();
+  if (!lane) {
+    lane = std::make_shared<AgentLane>();
+    weak = lane;
+  }
+  return lane;
 }
 
 void Runtime::watch_deadline(std::weak_ptr<ResultState> state) {

@@ -1,8 +1,10 @@
 // Distributed agents in local mode: placeholders, ordering, parallelism, errors, handles,
 // server management. The behaviours AgentScope's own suite checks, ported.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <thread>
 
 #include "support/test_agents.hpp"
@@ -144,6 +146,18 @@ TEST(DistAgentTest, LauncherWithAnAgentClassAndClientsAttachingToIt) {
   EXPECT_EQ(one.server_pid(), launcher.pid());
 }
 
+TEST(DistAgentTest, TwoHandlesAttachedToOneServerAgentKeepProgramOrder) {
+  RpcAgentServerLauncher launcher("Counter", {{"name", "Shared"}});
+  launcher.launch();
+  auto one = Counter("Shared").to_dist({.port = launcher.port(), .launch_server = false});
+  auto two = Counter("Shared").to_dist({.port = launcher.port(), .launch_server = false});
+  auto slow = Sleeper("S", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+  Msg first = one(slow(Msg("u", "x")));  // deferred: its input is pending
+  Msg second = two(Msg("u", "y"));       // ready, but after `first` in the program
+  EXPECT_EQ(first.content(), "Shared:1:S(x)");
+  EXPECT_EQ(second.content(), "Shared:2:y");
+}
+
 TEST(DistAgentTest, LauncherWithoutAClassHostsWhatClientsAskFor) {
   RpcAgentServerLauncher launcher;
   launcher.launch();
@@ -169,6 +183,51 @@ TEST(DistAgentTest, AServerWithSeveralClientsDropsOneThatLeaves) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_EQ(clients, 1u);
+}
+
+// True once `pid` is no process (a reaped child); waits up to 10 s.
+bool ends(pid_t pid) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+TEST(DistAgentTest, TheLastHandleGoingLetsPendingCallsFinishThenTheServerEnds) {
+  Msg pending;
+  pid_t server = 0;
+  {
+    auto a = Sleeper("S", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+    server = a.server_pid();
+    pending = a(Msg("u", "x"));
+  }                                      // the last handle goes while its call is pending
+  EXPECT_EQ(pending.content(), "S(x)");  // the call completes first
+  EXPECT_TRUE(ends(server)) << "the agent's server outlived its last handle";
+}
+
+TEST(DistAgentTest, LauncherShutdownEndsItsServerForAttachedClients) {
+  RpcAgentServerLauncher launcher("Counter", {{"name", "C"}});
+  launcher.launch();
+  const pid_t server = launcher.pid();
+  auto c = Counter("C").to_dist({.port = launcher.port(), .launch_server = false});
+  EXPECT_EQ(c(Msg("u", "x")).content(), "C:1:x");
+  launcher.shutdown();
+  EXPECT_EQ(launcher.pid(), 0);
+  EXPECT_TRUE(ends(server));
+  EXPECT_THROW((void)c(Msg("u", "y")).content(), AgentDied);
+}
+
+TEST(DistAgentTest, WaitUntilTerminateReturnsWhenTheServerEnds) {
+  RpcAgentServerLauncher launcher;
+  launcher.launch();
+  std::thread stopper([pid = launcher.pid()] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::kill(pid, SIGTERM);
+  });
+  launcher.wait_until_terminate();  // returns once the server has ended
+  stopper.join();
+  EXPECT_TRUE(ends(launcher.pid()));
 }
 
 TEST(DistAgentTest, LauncherOnAPortInUseIsAClearError) {
