@@ -177,6 +177,28 @@ TEST_F(AgentServerTest, InfoReportsAgentsAndQueues) {
   EXPECT_EQ(info["agents"][0]["class"], "Counter");
 }
 
+TEST_F(AgentServerTest, InfoCountsQueuedAndRunCalls) {
+  create(1, "Sleeper", "S", R"({"sleep_ms": 50})");
+  expect_next(wire::Kind::Result);
+  for (std::uint64_t i = 0; i < 5; ++i) call(1, 10 + i, "x");
+  std::size_t deepest = 0;
+  for (int i = 0; i < 100 && deepest < 3; ++i) {
+    deepest = std::max(deepest, server_->info().agents.at(0).queue_depth);
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_GE(deepest, 3u);  // one runs, the others wait in its mailbox
+  for (int i = 0; i < 5; ++i) expect_next(wire::Kind::Result);
+  // A call is counted just after its reply leaves: look until the count settles.
+  ServerInfo info;
+  for (int i = 0; i < 1000; ++i) {
+    info = server_->info();
+    if (info.agents.at(0).calls == 5) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(info.agents.at(0).queue_depth, 0u);
+  EXPECT_EQ(info.agents.at(0).calls, 5u);
+}
+
 TEST_F(AgentServerTest, PingPong) {
   send({.kind = wire::Kind::Ping, .call_id = 9});
   EXPECT_EQ(expect_next(wire::Kind::Pong).call_id, 9u);

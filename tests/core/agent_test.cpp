@@ -167,6 +167,17 @@ TEST(AgentTest, BadKwargsFailTheAgentsCalls) {
   EXPECT_EQ(remote(Msg("u", "x")).content(), "x");
 }
 
+TEST(AgentTest, AnAgentItsServerCannotBuildFailsItsCallsSayingWhy) {
+  test::Homebound here("H", {{"home_pid", static_cast<int>(::getpid())}});
+  auto there = here.to_dist({.lazy_launch = false});
+  Msg m = there(Msg("u", "x"));
+  EXPECT_THROW((void)m.content(), Error);
+  EXPECT_NE(m.error_message().find("Homebound is built only in its home process"),
+            std::string::npos)
+      << m.error_message();
+  EXPECT_THROW((void)there(Msg("u", "again")).content(), Error);  // every call says so
+}
+
 TEST(AgentTest, LazyLaunchStartsTheServerAtTheFirstCall) {
   auto a = Counter("Lazy").to_dist();  // lazy by default: no process yet
   EXPECT_EQ(a(Msg("u", "x")).content(), "Lazy:1:x");

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "support/test_agents.hpp"
@@ -436,17 +438,28 @@ TEST(DistAgentTest, HandlesAreThreadSafe) {
   auto a = Counter("A").to_dist();
   std::vector<std::thread> threads;
   std::atomic<int> bad{0};
+  std::mutex seen_mutex;
+  std::set<int> seen;  // every call's number, from all threads
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      std::string last;
+      int last = 0;
       for (int i = 0; i < 500; ++i) {
-        Msg m = a(Msg("u", std::to_string(t)));
-        if (m.content().rfind("A:", 0) != 0) ++bad;
+        // "A:<n>:<t>": n counts the agent's calls; each thread's own calls come in its order.
+        const std::string c = a(Msg("u", std::to_string(t))).content();
+        const std::size_t colon = c.find(':', 2);
+        const int n = colon == std::string::npos ? 0 : std::stoi(c.substr(2, colon - 2));
+        if (c.rfind("A:", 0) != 0 || n <= last || c.substr(colon + 1) != std::to_string(t)) {
+          ++bad;
+        }
+        last = n;
+        std::lock_guard lock(seen_mutex);
+        seen.insert(n);
       }
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(seen.size(), 2000u);  // no call ran twice, none was lost
   EXPECT_EQ(a(Msg("u", "end")).content(), "A:2001:end");
 }
 

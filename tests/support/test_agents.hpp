@@ -1,6 +1,8 @@
 #pragma once
 // Agents the runtime tests place in servers. Include from exactly one source file per test
 // binary (it registers the classes).
+#include <unistd.h>
+
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -78,6 +80,17 @@ class BigReply : public AgentBase {
   }
 };
 
+// Built only in the process kwargs["home_pid"] names: its re-creation in a server fails.
+class Homebound : public AgentBase {
+ public:
+  Homebound(std::string name, Kwargs kwargs) : AgentBase(std::move(name), std::move(kwargs)) {
+    if (this->kwargs().value("home_pid", 0) != static_cast<int>(::getpid())) {
+      throw std::invalid_argument("Homebound is built only in its home process");
+    }
+  }
+  Msg reply(const Msg& x) override { return x; }
+};
+
 // A constructor that refuses bad kwargs.
 class Picky : public AgentBase {
  public:
@@ -92,5 +105,6 @@ TROUPE_REGISTER_AGENT(Sleeper);
 TROUPE_REGISTER_AGENT(Faulty);
 TROUPE_REGISTER_AGENT(BigReply);
 TROUPE_REGISTER_AGENT(Picky);
+TROUPE_REGISTER_AGENT(Homebound);
 
 }  // namespace troupe::test
