@@ -57,10 +57,16 @@ sigset_t handled_signals() {
 // The terminal's signals (Ctrl-C, Ctrl-\, hang-up) reach the whole foreground process group:
 // the fork server and the agent servers ignore them and follow their program instead. If the
 // program dies of the signal, they end with it (PDEATHSIG, pidfd); if it catches the signal
-// and carries on, its agents carry on too. Ignored dispositions survive fork, so the agent
-// servers inherit this.
+// and carries on, its agents carry on too. A handler that does nothing rather than SIG_IGN:
+// handlers survive fork (the agent servers inherit this) but not exec, so a program an agent
+// starts gets the default dispositions back, where SIG_IGN would make it deaf to Ctrl-C.
+// SA_RESTART: interrupted system calls resume (the waits in Troupe re-check anyway).
 void ignore_terminal_signals() {
-  for (int s : {SIGINT, SIGQUIT, SIGHUP}) ::signal(s, SIG_IGN);
+  struct sigaction action {};
+  action.sa_handler = [](int) {};
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  for (int s : {SIGINT, SIGQUIT, SIGHUP}) ::sigaction(s, &action, nullptr);
 }
 
 // The fork server's life: serve spawn requests, relay exits, clean up at the end.

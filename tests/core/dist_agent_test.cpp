@@ -232,6 +232,13 @@ TEST(DistAgentTest, WaitUntilTerminateReturnsWhenTheServerEnds) {
   EXPECT_TRUE(ends(launcher.pid()));
 }
 
+TEST(DistAgentTest, ProgramsAnAgentStartsAnswerCtrlCAsUsual) {
+  // Agent servers survive the terminal's signals, but a program an agent starts must not
+  // inherit that: a shell that interrupts itself dies of it (an ignored SIGINT would survive).
+  auto shell = test::Shell("SH").to_dist();
+  EXPECT_EQ(shell(Msg("u", "echo before; kill -INT $$; echo survived")).content(), "before\n");
+}
+
 TEST(DistAgentTest, LauncherOnAPortInUseIsAClearError) {
   RpcAgentServerLauncher first;
   first.launch();

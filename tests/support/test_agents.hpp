@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -91,6 +92,21 @@ class Homebound : public AgentBase {
   Msg reply(const Msg& x) override { return x; }
 };
 
+// Runs its input as a shell command and answers with what it printed.
+class Shell : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg& x) override {
+    std::string out;
+    if (FILE* pipe = ::popen(x.content().c_str(), "r")) {
+      char buffer[256];
+      while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+      ::pclose(pipe);
+    }
+    return Msg(name(), out);
+  }
+};
+
 // A constructor that refuses bad kwargs.
 class Picky : public AgentBase {
  public:
@@ -106,5 +122,6 @@ TROUPE_REGISTER_AGENT(Faulty);
 TROUPE_REGISTER_AGENT(BigReply);
 TROUPE_REGISTER_AGENT(Picky);
 TROUPE_REGISTER_AGENT(Homebound);
+TROUPE_REGISTER_AGENT(Shell);
 
 }  // namespace troupe::test
