@@ -41,9 +41,8 @@ bool ResultState::fail(std::exception_ptr error) {
   return settle(kFailed, [&] { error_ = std::move(error); });
 }
 
-bool ResultState::settled_or_expired() noexcept {
-  if (settled()) return true;
-  if (deadline == Deadline::max() || Clock::now() < deadline) return false;
+bool ResultState::expire_if_due() noexcept {
+  if (Clock::now() < deadline) return false;
   try {
     fail(std::make_exception_ptr(Timeout("call timed out before it could complete")));
   } catch (...) {  // no memory for the error: it stays pending, and the next look tries again

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/started_program.hpp"
 #include "support/test_agents.hpp"
 #include "troupe/core/child_process.hpp"
 
@@ -74,24 +75,14 @@ struct ForeignServer {
 
   ForeignServer() : program(start(port, server_pid)) {}
   static ChildProcess start(int& port, pid_t& server_pid) {
-    int out[2];
-    if (::pipe(out) != 0) throw std::runtime_error("pipe");
-    auto program = ChildProcess::fork([&] {
-      ::dup2(out[1], STDOUT_FILENO);
-      ::close(out[0]);
-      ::execl(TROUPE_FOREIGN_SERVER_PROGRAM, TROUPE_FOREIGN_SERVER_PROGRAM, nullptr);
-      return 127;
-    });
-    ::close(out[1]);
-    std::string line;
-    char c;
-    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
-    ::close(out[0]);
-    std::istringstream words(line);
+    test::StartedProgram program = test::start_program(TROUPE_FOREIGN_SERVER_PROGRAM);
+    std::istringstream words(program.first_line);
     std::string ready;
     words >> ready >> port >> server_pid;
-    if (ready != "ready") throw std::runtime_error("the server program said: " + line);
-    return program;
+    if (ready != "ready") {
+      throw std::runtime_error("the server program said: " + program.first_line);
+    }
+    return std::move(program.process);
   }
   ~ForeignServer() {
     program.kill(SIGTERM);

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/started_program.hpp"
 #include "troupe/core/channel.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/shm/segment.hpp"
@@ -35,26 +36,14 @@ struct ProgramRun {
 };
 
 ProgramRun start(const char* mode) {
-  int out[2];
-  if (::pipe(out) != 0) throw std::runtime_error("pipe");
-  auto program = ChildProcess::fork([&] {
-    ::setpgid(0, 0);  // a process group of its own, as a shell gives a job (see ctrl_c)
-    ::dup2(out[1], STDOUT_FILENO);
-    ::close(out[0]);
-    ::execl(TROUPE_LIFETIME_PROGRAM, TROUPE_LIFETIME_PROGRAM, mode, nullptr);
-    return 127;
-  });
-  ::close(out[1]);
-  std::string line;
-  char c;
-  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  ::close(out[0]);
-  std::istringstream words(line);
+  // In a process group of its own (see ctrl_c).
+  test::StartedProgram program = test::start_program(TROUPE_LIFETIME_PROGRAM, mode);
+  std::istringstream words(program.first_line);
   std::string ready;
   pid_t pid = 0;
   words >> ready >> pid;
-  EXPECT_EQ(ready, "ready") << "program said: " << line;
-  ProgramRun run{std::move(program), pid, {}};
+  EXPECT_EQ(ready, "ready") << "program said: " << program.first_line;
+  ProgramRun run{std::move(program.process), pid, {}};
   pid_t server;
   while (words >> server) run.started.insert(server);
   EXPECT_EQ(run.started.size(), 3u);  // the fork server and two agent servers

@@ -56,7 +56,9 @@ class ResultState {
   /// Settled, or failed just now with troupe::Timeout because its deadline has passed. Whoever
   /// looks checks the deadline: a call still waiting for an input is on no link, where the
   /// runtime's sweep of sent calls would find it.
-  bool settled_or_expired() noexcept;
+  bool settled_or_expired() noexcept {
+    return settled() || (deadline != Deadline::max() && expire_if_due());
+  }
 
   /// Blocks until settled or `deadline`; returns settled().
   bool wait_until(Deadline until);
@@ -84,6 +86,7 @@ class ResultState {
  private:
   template <class Set>
   bool settle(std::uint32_t status, Set&& set);
+  bool expire_if_due() noexcept;  // the slow half of settled_or_expired()
 
   std::atomic<std::uint32_t> status_{kPending};
   std::atomic<std::uint32_t> sleepers_{0};
