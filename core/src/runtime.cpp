@@ -55,7 +55,7 @@ int serve_in_child(Transport& transport, const nlohmann::json& request) {
   g_child_server = &server;
   struct sigaction action {};
   action.sa_handler = on_terminate;
-  ::sigaction(SIGTERM, &action, nullptr);  // SIGINT stays ignored (fork_server.cpp)
+  ::sigaction(SIGTERM, &action, nullptr);  // SIGINT keeps its do-nothing handler (fork_server.cpp)
   try {
     server.listen(transport.listen(request.value("host", std::string("localhost")),
                                    request.value("port", 0)));
