@@ -209,7 +209,8 @@ void RpcAgentServerLauncher::shutdown() {
   if (!link_) return;
   auto link = std::move(link_);
   link->unbind_agent();
-  link->close();
+  // Agents of this program attached to the server share this link: their calls fail saying why.
+  link->mark_dead("its server was shut down by its launcher");
   // Attached clients would keep the server alive: a launcher's shutdown ends it for them too.
   if (link->pid() > 0) ::kill(link->pid(), SIGTERM);
   if (auto* runtime = detail::Runtime::get(); runtime && !runtime->shutting_down()) {

@@ -18,14 +18,7 @@ RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs
       description_(
           std::make_shared<const std::string>("agent '" + name_ + "' (class " + class_name_ + ")")),
       kwargs_(std::move(kwargs)),
-      options_(std::move(options)) {
-  // Handles attached by name to one server agent share its lane: one agent, one order.
-  if (!options_.launch_server && options_.port != 0) {
-    if (Runtime* runtime = Runtime::get()) {
-      lane_ = runtime->attached_lane(options_.host, options_.port, name_);
-    }
-  }
-}
+      options_(std::move(options)) {}
 
 RemoteAgent::~RemoteAgent() {
   // Every call holds this object until it ran: the lane is empty, the Release follows them.
@@ -59,6 +52,8 @@ void RemoteAgent::ensure_placed() {
         Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_.dump())};
     link->request(wire::Kind::Create, agent_id_, description,
                   std::make_shared<ResultState>(Runtime::get()), who());
+    // Handles of one server agent (by name) share its lane: one agent, one program order.
+    lane_ = link->lane_for(name_);
     link_ = std::move(link);
     placed_.store(link_.get(), std::memory_order_release);
   } catch (...) {

@@ -196,6 +196,15 @@ std::shared_ptr<ServerLink> Runtime::connect(const std::string& host, int port) 
         return link;
       }
     }
+    // A server this program launched: its agents' calls and the attached ones' share a channel
+    // (and lanes, by name), so the server reads them in program order.
+    for (const auto& link : links_) {
+      if (link->launched() && link->port() == port && !link->dead()) {
+        link->bind_agent();
+        attached_[port] = link;
+        return link;
+      }
+    }
   }
   auto link = std::make_shared<ServerLink>(local_->connect(host, port), 0, /*launched=*/false,
                                            "local port " + std::to_string(port));
@@ -275,22 +284,6 @@ void Runtime::expire_all(Clock::time_point now) {
     });
   }
   for (auto& state : due) state->settled_or_expired();
-}
-
-std::shared_ptr<AgentLane> Runtime::attached_lane(const std::string& host, int port,
-                                                  const std::string& name) {
-  std::lock_guard lock(lanes_mutex_);
-  if (attached_lanes_.size() >= lanes_sweep_at_) {
-    std::erase_if(attached_lanes_, [](const auto& entry) { return entry.second.expired(); });
-    lanes_sweep_at_ = std::max<std::size_t>(64, 2 * attached_lanes_.size());
-  }
-  std::weak_ptr<AgentLane>& weak = attached_lanes_[{host, port, name}];
-  std::shared_ptr<AgentLane> lane = weak.lock();
-  if (!lane) {
-    lane = std::make_shared<AgentLane>();
-    weak = lane;
-  }
-  return lane;
 }
 
 void Runtime::watch_deadline(std::weak_ptr<ResultState> state) {

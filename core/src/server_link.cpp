@@ -1,8 +1,10 @@
 #include "troupe/core/detail/server_link.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
+#include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/error.hpp"
 #include "troupe/core/wire.hpp"
 
@@ -31,6 +33,21 @@ ServerLink::ServerLink(std::unique_ptr<Channel> channel, pid_t pid, bool launche
 ServerLink::~ServerLink() { close(); }
 
 void ServerLink::close() noexcept { channel_->close(); }
+
+std::shared_ptr<AgentLane> ServerLink::lane_for(const std::string& name) {
+  std::lock_guard lock(lanes_mutex_);
+  if (lanes_.size() >= lanes_sweep_at_) {
+    std::erase_if(lanes_, [](const auto& entry) { return entry.second.expired(); });
+    lanes_sweep_at_ = std::max<std::size_t>(64, 2 * lanes_.size());
+  }
+  std::weak_ptr<AgentLane>& weak = lanes_[name];
+  std::shared_ptr<AgentLane> lane = weak.lock();
+  if (!lane) {
+    lane = std::make_shared<AgentLane>();
+    weak = lane;
+  }
+  return lane;
+}
 
 void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
                          const ResultPtr& state, const Who& who, bool flush) {

@@ -199,6 +199,26 @@ TEST_F(AgentServerTest, InfoCountsQueuedAndRunCalls) {
   EXPECT_EQ(info.agents.at(0).calls, 5u);
 }
 
+TEST_F(AgentServerTest, AClientThatLeavesIsDroppedAndTheOthersAreServed) {
+  Channel& other = another_client();
+  expect_next(other, wire::Kind::Hello);
+  create(other, 1, "Counter", "A");
+  expect_next(other, wire::Kind::Result);
+  create(2, "Counter", "A");  // the owner attaches to the same agent by name
+  expect_next(wire::Kind::Result);
+  call(other, 1, 5, "x");
+  EXPECT_EQ(expect_next(other, wire::Kind::Result).msg.content(), "A:1:x");
+  EXPECT_EQ(server_->info().clients, 2u);
+  other.close();
+  std::size_t clients = 2;
+  for (int i = 0; i < 2000 && (clients = server_->info().clients) != 1; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(clients, 1u);
+  call(2, 6, "y");  // the agent lives on for the client that stays
+  EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "A:2:y");
+}
+
 TEST_F(AgentServerTest, PingPong) {
   send({.kind = wire::Kind::Ping, .call_id = 9});
   EXPECT_EQ(expect_next(wire::Kind::Pong).call_id, 9u);

@@ -48,7 +48,7 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   const ServerLink::Who description_;
   const Kwargs kwargs_;
   const DistOptions options_;
-  std::shared_ptr<AgentLane> lane_ = std::make_shared<AgentLane>();
+  std::shared_ptr<AgentLane> lane_;  // set once, at placement (before placed_)
 
   std::mutex place_mutex_;
   std::shared_ptr<ServerLink> link_;  // set once, under place_mutex_

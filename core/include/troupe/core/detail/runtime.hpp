@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #include "troupe/core/detail/fork_server.hpp"
@@ -27,8 +26,6 @@
 #include "troupe/core/transport.hpp"
 
 namespace troupe::detail {
-
-class AgentLane;
 
 class Runtime final : public ProgressDriver {
  public:
@@ -45,12 +42,9 @@ class Runtime final : public ProgressDriver {
   /// Starts a server through the fork server; `pinned` (if not null) is {class, name, kwargs}
   /// of an agent to create at launch. Returns a bound link.
   std::shared_ptr<ServerLink> launch(const DistOptions& options, const nlohmann::json& pinned);
-  /// A bound link to the running server at host:port (shared by the agents attached to it).
+  /// A bound link to the running server at host:port, shared by the agents attached to it: the
+  /// link this program launched that server with, if it did, or one made on first attach.
   std::shared_ptr<ServerLink> connect(const std::string& host, int port);
-  /// The lane of the agent `name` on the server at host:port, shared by every handle attached
-  /// to it by name, so that their calls keep program order among themselves too.
-  std::shared_ptr<AgentLane> attached_lane(const std::string& host, int port,
-                                           const std::string& name);
   /// Blocks until the fork server reports that `pid` ended (or `timeout`: nullopt); returns
   /// its wait status (0 if the runtime is shutting down).
   std::optional<int> wait_exit(pid_t pid,
@@ -92,10 +86,6 @@ class Runtime final : public ProgressDriver {
   std::map<int, std::weak_ptr<ServerLink>> attached_;  // by port; guarded by links_mutex_
   std::atomic<std::uint64_t> links_version_{0};
 
-  std::mutex lanes_mutex_;
-  std::map<std::tuple<std::string, int, std::string>, std::weak_ptr<AgentLane>>
-      attached_lanes_;  // guarded by lanes_mutex_; expired entries swept when it doubles
-  std::size_t lanes_sweep_at_ = 64;  // guarded by lanes_mutex_
   std::mutex deadlines_mutex_;
   std::vector<std::weak_ptr<ResultState>> deadlines_;  // watched; guarded by deadlines_mutex_
   std::mutex exits_mutex_;

@@ -22,6 +22,8 @@
 
 namespace troupe::detail {
 
+class AgentLane;
+
 class ServerLink : public std::enable_shared_from_this<ServerLink> {
  public:
   /// Whom a request is for, as error texts name it ("agent 'A' (class Echo)"): shared, so that
@@ -72,6 +74,11 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   void close() noexcept;
   Channel& channel() noexcept { return *channel_; }
 
+  /// The lane of the agent `name` on this server, shared by every handle placed through this
+  /// link under that name (launched with it, joined or attached by name): one agent, one
+  /// program order, and one channel, whose frames the server reads in order.
+  std::shared_ptr<AgentLane> lane_for(const std::string& name);
+
  private:
   struct Pending {
     ResultPtr state;
@@ -107,6 +114,10 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::uint64_t next_call_id_ = 1;  // guarded by mutex_
   std::atomic<std::uint64_t> next_agent_id_{1};
   std::atomic<int> bound_{0};
+
+  std::mutex lanes_mutex_;  // apart from mutex_: taken only when an agent is placed
+  std::unordered_map<std::string, std::weak_ptr<AgentLane>> lanes_;  // guarded by lanes_mutex_
+  std::size_t lanes_sweep_at_ = 64;  // guarded by lanes_mutex_; expired entries go when reached
 };
 
 }  // namespace troupe::detail
