@@ -151,6 +151,10 @@ AgentServer::AgentPtr AgentServer::find_or_create(const std::string& class_name,
   } catch (const std::exception& e) {
     error = "creating agent '" + name + "' (class " + class_name + "): " + e.what();
     return nullptr;
+  } catch (...) {
+    error = "creating agent '" + name + "' (class " + class_name +
+            "): its constructor threw an exception that is not a std::exception";
+    return nullptr;
   }
   served->bindings = 1;
   agents_.emplace(name, served);
@@ -323,6 +327,28 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
                  ec.message().c_str());
     return;
   }
+  // Whatever one request throws is that request's error: let through, it would end the
+  // receiving thread and every agent of this server with it.
+  std::string why;
+  try {
+    handle_frame(client, *env, frame.size());
+    return;
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+    why = "an exception that is not a std::exception";
+  }
+  std::fprintf(stderr, "troupe server %d: a request failed: %s\n", ::getpid(), why.c_str());
+  try {
+    send_error(*client, env->call_id(), "the server could not handle this request: " + why);
+  } catch (...) {
+    // Out of memory, most likely: the caller's timeout or the link's death will answer.
+  }
+}
+
+void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& envelope,
+                               std::size_t frame_bytes) {
+  const wire::Envelope* env = &envelope;
   const std::uint64_t call_id = env->call_id();
   std::vector<Msg> inputs;
   if (const auto* msgs = env->messages()) {
@@ -353,7 +379,7 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
           send_error(*client, call_id, agent->describe() + " was deleted from its server");
           return;
         }
-        const std::size_t cost = frame.size() + kQueuedCallOverhead;
+        const std::size_t cost = frame_bytes + kQueuedCallOverhead;
         client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
         agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs), cost});
         start = !std::exchange(agent->running, true);
@@ -638,7 +664,7 @@ std::string AgentServer::info_json() const {
   return nlohmann::json{
       {"pid", i.pid},         {"port", i.port},   {"rss_bytes", i.rss_bytes},
       {"clients", i.clients}, {"agents", agents}, {"malformed_frames", i.malformed_frames}}
-      .dump();
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // names need not be UTF-8
 }
 
 }  // namespace troupe

@@ -148,6 +148,28 @@ TEST_F(AgentServerTest, ConstructorRefusingKwargsIsAnError) {
   EXPECT_NE(r.error.find("Picky needs kwargs.level"), std::string::npos) << r.error;
 }
 
+TEST_F(AgentServerTest, ConstructorThrowingANonStandardExceptionIsAnError) {
+  create(1, "Unruly", "U");
+  Reply r = expect_next(wire::Kind::Error);
+  EXPECT_NE(r.error.find("not a std::exception"), std::string::npos) << r.error;
+  create(2, "Counter", "C");  // and the server serves on
+  expect_next(wire::Kind::Result);
+  call(2, 5, "x");
+  EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "C:1:x");
+}
+
+TEST_F(AgentServerTest, InfoOnAgentNamesThatAreNotUtf8) {
+  create(1, "Counter", "caf\xe9");
+  expect_next(wire::Kind::Result);
+  send({.kind = wire::Kind::Info, .call_id = 3});
+  Reply r = expect_next(wire::Kind::Result);
+  auto info = nlohmann::json::parse(r.msg.metadata());
+  ASSERT_EQ(info["agents"].size(), 1u);
+  EXPECT_EQ(info["agents"][0]["name"], "caf\xef\xbf\xbd");  // U+FFFD for the stray byte
+  call(1, 5, "x");
+  EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "caf\xe9:1:x");
+}
+
 TEST_F(AgentServerTest, SameNameWithAnotherClassIsRefused) {
   create(1, "Counter", "A");
   expect_next(wire::Kind::Result);

@@ -116,6 +116,15 @@ class Picky : public AgentBase {
   Msg reply(const Msg& x) override { return Msg(name(), x.content()); }
 };
 
+// Its constructor throws something that is not a std::exception.
+class Unruly : public AgentBase {
+ public:
+  Unruly(std::string name, Kwargs kwargs) : AgentBase(std::move(name), std::move(kwargs)) {
+    throw 42;
+  }
+  Msg reply(const Msg& x) override { return x; }
+};
+
 TROUPE_REGISTER_AGENT(Counter);
 TROUPE_REGISTER_AGENT(Sleeper);
 TROUPE_REGISTER_AGENT(Faulty);
@@ -123,5 +132,6 @@ TROUPE_REGISTER_AGENT(BigReply);
 TROUPE_REGISTER_AGENT(Picky);
 TROUPE_REGISTER_AGENT(Homebound);
 TROUPE_REGISTER_AGENT(Shell);
+TROUPE_REGISTER_AGENT(Unruly);
 
 }  // namespace troupe::test

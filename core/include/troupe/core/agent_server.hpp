@@ -98,6 +98,9 @@ class AgentServer {
   void worker_loop();
   bool receive(bool may_block);
   void on_frame(const ClientPtr& client, FrameBytes frame);
+  // on_frame's work once the frame is verified; may throw (on_frame answers with the error).
+  void handle_frame(const ClientPtr& client, const wire::Envelope& envelope,
+                    std::size_t frame_bytes);
   void run_agent(const AgentPtr& agent);
   void make_runnable(const AgentPtr& agent, bool wake = false);
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
