@@ -211,14 +211,18 @@ void RpcAgentServerLauncher::shutdown() {
   link->unbind_agent();
   // Agents of this program attached to the server share this link: their calls fail saying why.
   link->mark_dead("its server was shut down by its launcher");
+  const pid_t pid = link->pid();
+  auto* runtime = detail::Runtime::get();
+  const bool watched = runtime != nullptr && !runtime->shutting_down();
+  // Not a server that has ended already: its pid may be another process's by now.
+  if (pid <= 0 || (watched && runtime->wait_exit(pid, std::chrono::nanoseconds(0)))) return;
   // Attached clients would keep the server alive: a launcher's shutdown ends it for them too.
-  if (link->pid() > 0) ::kill(link->pid(), SIGTERM);
-  if (auto* runtime = detail::Runtime::get(); runtime && !runtime->shutting_down()) {
-    // A server stuck in a reply() does not hold the launcher's owner forever.
-    if (!runtime->wait_exit(link->pid(), kLauncherStopGrace) && link->pid() > 0) {
-      ::kill(link->pid(), SIGKILL);
-      runtime->wait_exit(link->pid());
-    }
+  ::kill(pid, SIGTERM);
+  if (!watched) return;
+  // A server stuck in a reply() does not hold the launcher's owner forever.
+  if (!runtime->wait_exit(pid, kLauncherStopGrace)) {
+    ::kill(pid, SIGKILL);
+    runtime->wait_exit(pid, kLauncherStopGrace);
   }
 }
 

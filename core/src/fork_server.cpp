@@ -74,6 +74,13 @@ void ignore_terminal_signals() {
                         const ForkServer::Cleanup& cleanup) {
   ::prctl(PR_SET_NAME, "troupe-fork");
   ignore_terminal_signals();
+  // Children's exits must reach the signalfd below: a program that ignored SIGCHLD (or set
+  // SA_NOCLDWAIT) before init() would have the kernel reap them unseen, and its waits for a
+  // server's end would never return.
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  sigemptyset(&default_action.sa_mask);
+  ::sigaction(SIGCHLD, &default_action, nullptr);
   sigset_t signals = handled_signals();
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
@@ -205,6 +212,11 @@ void ForkServer::set_spawn_handler(SpawnHandler handler) {
   spawn_handler_ = std::move(handler);
 }
 
+void ForkServer::set_gone_handler(GoneHandler handler) {
+  std::lock_guard lock(mutex_);
+  gone_handler_ = std::move(handler);
+}
+
 pid_t ForkServer::spawn(nlohmann::json request) {
   std::unique_lock lock(mutex_);
   if (gone_) throw Error("the fork server is gone: no agent server can be started");
@@ -247,9 +259,14 @@ void ForkServer::read_loop() {
       if (handler) handler(message->value("pid", pid_t{0}), message->value("status", 0));
     }
   }
-  std::lock_guard lock(mutex_);
-  gone_ = true;
-  replied_.notify_all();
+  GoneHandler handler;
+  {
+    std::lock_guard lock(mutex_);
+    gone_ = true;
+    replied_.notify_all();
+    handler = gone_handler_;
+  }
+  if (handler) handler();
 }
 
 }  // namespace troupe::detail

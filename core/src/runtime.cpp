@@ -96,6 +96,13 @@ void Runtime::initialise(std::unique_ptr<Transport> local) {
     std::lock_guard lock(runtime->exits_mutex_);
     runtime->exits_.erase(pid);
   });
+  runtime->fork_server_->set_gone_handler([runtime] {
+    {
+      std::lock_guard lock(runtime->exits_mutex_);
+      runtime->fork_server_gone_ = true;
+    }
+    runtime->exited_.notify_all();  // no exit will be reported: waits for one end now
+  });
   g_runtime.store(runtime, std::memory_order_release);
   runtime->start_threads();
   std::atexit([] {
@@ -223,7 +230,9 @@ std::shared_ptr<ServerLink> Runtime::connect(const std::string& host, int port) 
 
 std::optional<int> Runtime::wait_exit(pid_t pid, std::chrono::nanoseconds timeout) {
   std::unique_lock lock(exits_mutex_);
-  const auto ended = [&] { return exits_.count(pid) != 0 || stopping_.load(); };
+  const auto ended = [&] {
+    return exits_.count(pid) != 0 || stopping_.load() || fork_server_gone_;
+  };
   if (timeout == std::chrono::nanoseconds::max()) {
     exited_.wait(lock, ended);
   } else if (!exited_.wait_for(lock, timeout, ended)) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <vector>
 
 #include "troupe/core/detail/agent_lane.hpp"
@@ -52,51 +53,66 @@ std::shared_ptr<AgentLane> ServerLink::lane_for(const std::string& name) {
 void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
                          const ResultPtr& state, const Who& who, bool flush) {
   std::uint64_t call_id;
+  std::optional<std::string> death;
   {
     std::lock_guard lock(mutex_);
     call_id = next_call_id_++;
     if (dead_.load(std::memory_order_relaxed)) {
-      if (state) state->fail(std::make_exception_ptr(AgentDied(*who + ": " + death_)));
-      return;
-    }
-    if (state) {
+      death = death_;
+    } else if (state) {
       pending_.emplace(call_id, Pending{state, who});
       if (state->deadline != Deadline::max()) ++timed_;
       count_outstanding();
     }
   }
-  const FrameBytes frame = request_builder().build(
-      {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
-  // A full ring waits (backpressure), but not without bound: a server that is alive but stuck
-  // must not hold this thread (a TBB worker, a destructor) for good.
-  const SendLimit limit = state && state->deadline != Deadline::max() ? SendLimit(state->deadline)
-                                                                      : SendLimit(kSendPatience);
-  if (std::error_code ec = channel_->send(frame, limit, flush)) {
-    ResultPtr failed;
-    {
-      std::lock_guard lock(mutex_);
-      if (auto it = pending_.find(call_id); it != pending_.end()) {
-        failed = std::move(it->second.state);
-        pending_.erase(it);
-        count_outstanding();
-      }
-    }
-    if (!failed) return;
-    std::string text = *who + ": sending to its server (" + where_ + "): " + ec.message();
-    if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
-      // A server that failed to start says why before it closes: report that, not the close.
-      read_last_words();
-      std::lock_guard lock(mutex_);
-      if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = *who + ": " + death_;
-    }
-    if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
-      failed->fail(std::make_exception_ptr(AgentDied(text)));
-    } else if (ec == Errc::kTimeout) {
-      failed->fail(std::make_exception_ptr(Timeout(text)));
-    } else {
-      failed->fail(std::make_exception_ptr(Error(text)));
-    }
+  // States settle outside mutex_: a continuation may drop the last handle of an agent on
+  // this link, whose destructor sends a Release through here.
+  if (death) {
+    if (state) state->fail(std::make_exception_ptr(AgentDied(*who + ": " + *death)));
+    return;
   }
+  std::error_code ec;
+  try {
+    const FrameBytes frame = request_builder().build(
+        {.kind = kind, .call_id = call_id, .agent_id = agent_id, .messages = msgs});
+    // A full ring waits (backpressure), but not without bound: a server that is alive but
+    // stuck must not hold this thread (a TBB worker, a destructor) for good.
+    const SendLimit limit = state && state->deadline != Deadline::max() ? SendLimit(state->deadline)
+                                                                        : SendLimit(kSendPatience);
+    ec = channel_->send(frame, limit, flush);
+  } catch (...) {
+    // Out of memory, most likely: the call fails with it rather than waiting for ever.
+    if (ResultPtr failed = take_pending(call_id)) failed->fail(std::current_exception());
+    return;
+  }
+  if (!ec) return;
+  ResultPtr failed = take_pending(call_id);
+  if (!failed) return;
+  std::string text = *who + ": sending to its server (" + where_ + "): " + ec.message();
+  if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
+    // A server that failed to start says why before it closes: report that, not the close.
+    read_last_words();
+    std::lock_guard lock(mutex_);
+    if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = *who + ": " + death_;
+  }
+  if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
+    failed->fail(std::make_exception_ptr(AgentDied(text)));
+  } else if (ec == Errc::kTimeout) {
+    failed->fail(std::make_exception_ptr(Timeout(text)));
+  } else {
+    failed->fail(std::make_exception_ptr(Error(text)));
+  }
+}
+
+ResultPtr ServerLink::take_pending(std::uint64_t call_id) {
+  std::lock_guard lock(mutex_);
+  auto it = pending_.find(call_id);
+  if (it == pending_.end()) return nullptr;
+  ResultPtr state = std::move(it->second.state);
+  if (state->deadline != Deadline::max()) --timed_;
+  pending_.erase(it);
+  count_outstanding();
+  return state;
 }
 
 std::size_t ServerLink::pump(Deadline deadline) {

@@ -107,6 +107,13 @@ TEST(LifetimeTest, ProgramThatCatchesCtrlCKeepsItsAgents) {
       << "status " << status << " (exit code 4: an agent did not answer after Ctrl-C)";
 }
 
+TEST(LifetimeTest, ProgramThatIgnoresSigchldHearsOfItsServersExits) {
+  ProgramRun run = start("nochld");
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << " (exit code 5: no AgentDied; 6: it did not name the signal)";
+}
+
 TEST(LifetimeTest, ProgramGetsSigterm) {
   ProgramRun run = start("wait");
   run.program.kill(SIGTERM);

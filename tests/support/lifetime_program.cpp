@@ -4,6 +4,8 @@
 //   wait     waits for a signal (the test sends SIGINT, SIGTERM or SIGKILL)
 //   catch    catches SIGINT (Ctrl-C), then calls its agents again: exit code 0 when they all
 //            answered
+//   nochld   ignores SIGCHLD from the start (before init), then kills B's server: exit code 0
+//            when B's next call fails naming the signal, and a launcher's shutdown returns
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,6 +31,8 @@ void on_interrupt(int) { g_interrupted = 1; }
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
   const bool catching = std::strcmp(argv[1], "catch") == 0;
+  const bool nochld = std::strcmp(argv[1], "nochld") == 0;
+  if (nochld) ::signal(SIGCHLD, SIG_IGN);  // the kernel reaps children unseen, unless reset
   troupe::init(argc, argv);
   if (catching) {
     // After init(), as a program would: the fork server and the agent servers do not inherit
@@ -48,6 +52,22 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "throw") == 0) throw std::runtime_error("escaping main");
   if (std::strcmp(argv[1], "wait") == 0) {
     for (;;) ::pause();
+  }
+  if (nochld) {
+    ::kill(b.server_pid(), SIGKILL);
+    try {
+      (void)b(troupe::Msg("u", "again")).content();
+      return 5;
+    } catch (const troupe::AgentDied& e) {
+      if (std::strstr(e.what(), "signal 9") == nullptr) {
+        std::fprintf(stderr, "AgentDied without the signal: %s\n", e.what());
+        return 6;
+      }
+    }
+    troupe::RpcAgentServerLauncher launcher;
+    launcher.launch();
+    launcher.shutdown();  // waits for the server's exit, which must be reported
+    return 0;
   }
   if (catching) {
     while (g_interrupted == 0) ::usleep(5000);

@@ -33,6 +33,8 @@ class ForkServer {
   /// Called on the reader thread when a child is spawned, before spawn() returns and before
   /// any exit of that child is reported: a reused pid's old exit status can be forgotten then.
   using SpawnHandler = std::function<void(pid_t pid)>;
+  /// Called on the reader thread when the fork server is gone: no exit will be reported after.
+  using GoneHandler = std::function<void()>;
   /// Removes what dead processes left behind (the transport's segments).
   using Cleanup = std::function<void()>;
 
@@ -45,6 +47,7 @@ class ForkServer {
   pid_t spawn(nlohmann::json request);
   void set_exit_handler(ExitHandler handler);
   void set_spawn_handler(SpawnHandler handler);
+  void set_gone_handler(GoneHandler handler);
   pid_t pid() const noexcept { return pid_; }
 
  private:
@@ -61,6 +64,7 @@ class ForkServer {
   bool gone_ = false;                                // guarded by mutex_
   ExitHandler exit_handler_;                         // guarded by mutex_
   SpawnHandler spawn_handler_;                       // guarded by mutex_
+  GoneHandler gone_handler_;                         // guarded by mutex_
 };
 
 }  // namespace troupe::detail

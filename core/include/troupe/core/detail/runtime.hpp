@@ -46,7 +46,7 @@ class Runtime final : public ProgressDriver {
   /// link this program launched that server with, if it did, or one made on first attach.
   std::shared_ptr<ServerLink> connect(const std::string& host, int port);
   /// Blocks until the fork server reports that `pid` ended (or `timeout`: nullopt); returns
-  /// its wait status (0 if the runtime is shutting down).
+  /// its wait status (0 if the runtime is shutting down or the fork server is gone).
   std::optional<int> wait_exit(pid_t pid,
                                std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
@@ -90,7 +90,8 @@ class Runtime final : public ProgressDriver {
   std::vector<std::weak_ptr<ResultState>> deadlines_;  // watched; guarded by deadlines_mutex_
   std::mutex exits_mutex_;
   std::condition_variable exited_;
-  std::map<pid_t, int> exits_;  // guarded by exits_mutex_
+  std::map<pid_t, int> exits_;     // guarded by exits_mutex_
+  bool fork_server_gone_ = false;  // guarded by exits_mutex_
 
   std::atomic<int> drivers_{0};          // threads inside drive()
   std::atomic<std::uint64_t> calls_{0};  // see note_call()
