@@ -22,6 +22,7 @@ struct ServedCall {
   std::uint64_t call_id = 0;
   std::vector<Msg> inputs;
   std::size_t cost = 0;  ///< what it counts in its client's queued_bytes
+  std::string error;     ///< a postman's Error reply: its text
 };
 
 struct ServedAgent {
@@ -50,6 +51,11 @@ struct ServedClient {
   // Touched only by the receiver (one worker at a time): no lock.
   std::unordered_map<std::uint64_t, std::shared_ptr<ServedAgent>> handles;
   std::unordered_map<std::uint64_t, std::string> failed_handles;  // why creation failed
+  /// Carries the replies the receiver makes (to Create, Info, Ping, refused calls): a worker
+  /// sends them, as it sends agents' replies, so that the receiver never waits on a client's
+  /// full ring while the other clients wait on it. Its mailbox holds ready replies (kinds
+  /// Result, Error, Pong); it has no agent.
+  std::shared_ptr<ServedAgent> postman = std::make_shared<ServedAgent>();
 };
 
 }  // namespace detail
@@ -196,7 +202,12 @@ void AgentServer::run() {
   if (listener_) listener_->close();
   if (acceptor_.joinable()) acceptor_.join();
   std::lock_guard lock(clients_mutex_);
-  for (auto& client : clients_) client->channel->close();
+  for (auto& client : clients_) {
+    client->channel->close();
+    // Undelivered replies hold their client: let go of them (and of the cycle).
+    std::lock_guard postman_lock(client->postman->mutex);
+    client->postman->mailbox.clear();
+  }
 }
 
 void AgentServer::stop() noexcept {
@@ -340,7 +351,8 @@ void AgentServer::on_frame(const ClientPtr& client, FrameBytes frame) {
   }
   std::fprintf(stderr, "troupe server %d: a request failed: %s\n", ::getpid(), why.c_str());
   try {
-    send_error(*client, env->call_id(), "the server could not handle this request: " + why);
+    reply_later(client, wire::Kind::Error, env->call_id(), {},
+                "the server could not handle this request: " + why);
   } catch (...) {
     // Out of memory, most likely: the caller's timeout or the link's death will answer.
   }
@@ -363,8 +375,8 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
       if (it == client->handles.end()) {
         if (env->kind() == wire::Kind::Release) return;
         auto failed = client->failed_handles.find(env->agent_id());
-        send_error(
-            *client, call_id,
+        reply_later(
+            client, wire::Kind::Error, call_id, {},
             failed != client->failed_handles.end()
                 ? failed->second
                 : "no agent is bound to id " + std::to_string(env->agent_id()) + " on this server");
@@ -373,31 +385,27 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
       AgentPtr agent = it->second;
       if (env->kind() == wire::Kind::Release) client->handles.erase(it);
       bool start = false;
+      bool deleted = false;
       {
         std::lock_guard lock(agent->mutex);
-        if (agent->deleted && env->kind() != wire::Kind::Release) {
-          send_error(*client, call_id, agent->describe() + " was deleted from its server");
-          return;
-        }
-        const std::size_t cost = frame_bytes + kQueuedCallOverhead;
-        client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
-        agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs), cost});
-        start = !std::exchange(agent->running, true);
-      }
-      if (start) {
-        // The first agent this receive makes runnable is the receiver's own next job; any
-        // other goes to the followers at once (a later frame may keep the receiver busy).
-        if (receiver_runnable_.empty()) {
-          receiver_runnable_.push_back(std::move(agent));
-        } else {
-          make_runnable(agent, /*wake=*/true);
+        deleted = agent->deleted && env->kind() != wire::Kind::Release;
+        if (!deleted) {
+          const std::size_t cost = frame_bytes + kQueuedCallOverhead;
+          client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
+          agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs), cost, {}});
+          start = !std::exchange(agent->running, true);
         }
       }
+      if (deleted) {
+        reply_later(client, wire::Kind::Error, call_id, {},
+                    agent->describe() + " was deleted from its server");
+      }
+      if (start) schedule_from_receiver(std::move(agent));
       return;
     }
     case wire::Kind::Create: {
       if (inputs.empty()) {
-        send_error(*client, call_id, "Create without an agent description");
+        reply_later(client, wire::Kind::Error, call_id, {}, "Create without an agent description");
         return;
       }
       std::string error;
@@ -405,10 +413,10 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
           find_or_create(inputs[0].content(), inputs[0].name(), inputs[0].metadata(), error);
       if (agent) {
         client->handles[env->agent_id()] = std::move(agent);
-        send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id});
+        reply_later(client, wire::Kind::Result, call_id);
       } else {
         client->failed_handles[env->agent_id()] = error;
-        send_error(*client, call_id, error);
+        reply_later(client, wire::Kind::Error, call_id, {}, error);
       }
       return;
     }
@@ -433,27 +441,54 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
         agent->deleted = true;
       }
       if (removed.empty() && env->kind() == wire::Kind::Delete) {
-        send_error(
-            *client, call_id,
+        reply_later(
+            client, wire::Kind::Error, call_id, {},
             "no agent named '" + (inputs.empty() ? "" : inputs[0].name()) + "' on this server");
       } else {
-        send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id});
+        reply_later(client, wire::Kind::Result, call_id);
       }
       return;
     }
     case wire::Kind::Info: {
-      std::vector<Msg> msgs{Msg().set_metadata(info_json())};
-      send_to(*client, {.kind = wire::Kind::Result, .call_id = call_id, .messages = msgs});
+      reply_later(client, wire::Kind::Result, call_id, {Msg().set_metadata(info_json())});
       return;
     }
     case wire::Kind::Ping:
-      send_to(*client, {.kind = wire::Kind::Pong, .call_id = call_id});
+      reply_later(client, wire::Kind::Pong, call_id);
       return;
     default:
       malformed_.fetch_add(1, std::memory_order_relaxed);
-      send_error(*client, call_id, "a server does not accept frames of this kind");
+      reply_later(client, wire::Kind::Error, call_id, {},
+                  "a server does not accept frames of this kind");
       return;
   }
+}
+
+void AgentServer::schedule_from_receiver(AgentPtr agent) {
+  // The first agent this receive makes runnable is the receiver's own next job; any other
+  // goes to the followers at once (a later frame may keep the receiver busy).
+  if (receiver_runnable_.empty()) {
+    receiver_runnable_.push_back(std::move(agent));
+  } else {
+    make_runnable(agent, /*wake=*/true);
+  }
+}
+
+void AgentServer::reply_later(const ClientPtr& client, wire::Kind kind, std::uint64_t call_id,
+                              std::vector<Msg> msgs, std::string error) {
+  // Counted in the client's budget like a call: a client that floods the server with pings
+  // and reads no pong is held back, not given memory without end.
+  std::size_t cost = kQueuedCallOverhead + error.size();
+  for (const Msg& m : msgs) cost += m.content().size() + m.metadata().size();
+  const AgentPtr& postman = client->postman;
+  bool start;
+  {
+    std::lock_guard lock(postman->mutex);
+    client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
+    postman->mailbox.push_back({client, kind, call_id, std::move(msgs), cost, std::move(error)});
+    start = !std::exchange(postman->running, true);
+  }
+  if (start) schedule_from_receiver(postman);
 }
 
 void AgentServer::make_runnable(const AgentPtr& agent, bool wake) {
@@ -477,7 +512,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // a time anyway, so a server with one agent skips the wake-up).
   // A server with one agent runs it on one worker at a time: plain stores of a flag tell the
   // followers, instead of two read-modify-writes of the shared count per call.
-  const bool counted = hosts_several_agents();
+  const bool counted = hosts_several_agents() || !served->agent;  // a postman runs beside one
   if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0 &&
       sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
@@ -531,6 +566,14 @@ void AgentServer::run_agent(const AgentPtr& served) {
         } catch (...) {
           send_error(client, call.call_id, served->describe() + " observe raised");
         }
+        break;
+      case wire::Kind::Result:
+      case wire::Kind::Error:
+      case wire::Kind::Pong:  // a postman's: a reply the receiver made
+        send_to(client, {.kind = call.kind,
+                         .call_id = call.call_id,
+                         .messages = call.inputs,
+                         .error = call.error});
         break;
       case wire::Kind::Release: {
         bool remove;
@@ -617,7 +660,7 @@ void AgentServer::drop_client(const ClientPtr& client) {
     bool start;
     {
       std::lock_guard lock(agent->mutex);
-      agent->mailbox.push_back({client, wire::Kind::Release, 0, {}});
+      agent->mailbox.push_back({client, wire::Kind::Release, 0, {}, 0, {}});
       start = !std::exchange(agent->running, true);
     }
     if (start) make_runnable(agent);

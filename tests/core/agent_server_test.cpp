@@ -301,6 +301,42 @@ TEST_F(ImpatientServerTest, AClientThatStopsReadingIsDroppedAndOthersAreServed) 
   EXPECT_EQ(expect_next(other, wire::Kind::Result).msg.content(), "C:1:x");
 }
 
+// A server with small rings and the patience of a real one.
+class PatientServerTest : public AgentServerTest {
+ protected:
+  static constexpr std::size_t kRingBytes = 64 * 1024;
+  shm::ShmChannelOptions channel_options() const override { return {.ring_bytes = kRingBytes}; }
+  AgentServerOptions server_options() const override {
+    return {.workers = 2, .send_patience = 10s};
+  }
+};
+
+TEST_F(PatientServerTest, AClientThatReadsNoReplyDoesNotHoldUpTheOthers) {
+  Channel& other = another_client();
+  expect_next(other, wire::Kind::Hello);
+  // The fixture's client sends pings and reads no pong: enough for its pongs to fill its ring
+  // one and a half times over, but not for its pings to fill theirs (its sends never wait).
+  const std::size_t record = (builder_.build({.kind = wire::Kind::Ping}).size() + 15) / 8 * 8;
+  const std::size_t pings = kRingBytes / record * 3 / 2;
+  for (std::uint64_t i = 0; i < pings; ++i) send({.kind = wire::Kind::Ping, .call_id = 10 + i});
+  std::this_thread::sleep_for(100ms);  // the server has the pings, and a full ring of pongs
+  // The other client is served at once, not after the server's 10 s of patience.
+  const auto start = Clock::now();
+  create(other, 1, "Counter", "C");
+  expect_next(other, wire::Kind::Result);
+  call(other, 1, 5, "x");
+  EXPECT_EQ(expect_next(other, wire::Kind::Result).msg.content(), "C:1:x");
+  EXPECT_LT(Clock::now() - start, 5s);
+  // The pongs were not lost: reading now, the client gets every one.
+  std::size_t pongs = 0;
+  const auto deadline = Clock::now() + 10s;
+  std::error_code ec;
+  while (pongs < pings && !ec && Clock::now() < deadline) {
+    pongs += client_->poll([](FrameBytes) {}, 256, Clock::now() + 100ms, ec);
+  }
+  EXPECT_EQ(pongs, pings) << ec.message();
+}
+
 // A server that lets each client queue at most 16 KiB of calls.
 class TightQueueTest : public AgentServerTest {
  protected:

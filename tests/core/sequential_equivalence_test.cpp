@@ -152,16 +152,20 @@ TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
   for (int i = 0; i < kAgents; ++i)
     agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
   std::optional<Msg> pending = gate(Msg("u", "x"));
+  std::vector<ObserveHandle> told;
   auto got = run(
       program,
       [&](int a, std::vector<Msg> in) {
         if (pending) in.push_back(*std::exchange(pending, std::nullopt));
         return (*agents[a])(std::move(in));
       },
-      [&](int a, const Msg& m) { agents[a]->tell(m); });
+      [&](int a, const Msg& m) { told.push_back(agents[a]->tell(m)); });
   EXPECT_TRUE(std::any_of(got.begin(), got.end(), [](const Msg& m) { return m.is_placeholder(); }));
   wait_all(got);
   expect_same(reference, got);
+  // An in-process agent must outlive its deferred work (AgentBase's destructor cannot stop a
+  // reply() or observe() that runs): wait for the observations too before the agents go.
+  for (const ObserveHandle& t : told) (void)t.error();  // some fail, on failed inputs
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, SequentialEquivalenceTest, ::testing::Values(1u, 2u, 3u, 4u, 5u));

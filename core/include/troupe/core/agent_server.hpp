@@ -102,6 +102,11 @@ class AgentServer {
   void handle_frame(const ClientPtr& client, const wire::Envelope& envelope,
                     std::size_t frame_bytes);
   void run_agent(const AgentPtr& agent);
+  // The receiver's: runs `agent` next itself, or hands it to a follower.
+  void schedule_from_receiver(AgentPtr agent);
+  // The receiver's: a reply to `client`, sent by a worker (the client's postman).
+  void reply_later(const ClientPtr& client, wire::Kind kind, std::uint64_t call_id,
+                   std::vector<Msg> msgs = {}, std::string error = {});
   void make_runnable(const AgentPtr& agent, bool wake = false);
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
                           const std::string& kwargs_json, std::string& error);
