@@ -1,18 +1,91 @@
 #include "troupe/core/detail/agent_lane.hpp"
 
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <utility>
 
 #include "troupe/core/error.hpp"
 
 namespace troupe::detail {
 
+namespace {
+
+// How many lane bodies may wait on a pending result at once, each with a rescuer in the arena
+// (help_until_settled); one more would wait for a rescuer's slot.
+constexpr int kRescuers = 64;
+
+// The arena the dispatcher's graph runs in: TBB's usual workers, plus a slot for each rescuer.
+tbb::task_arena& dispatcher_arena() {
+  // Never destroyed, like the graph.
+  static auto* arena = [] {
+    const int workers = tbb::info::default_concurrency() - 1;
+    auto* a = new tbb::task_arena(workers + 1 + kRescuers, 1 + kRescuers);
+    a->initialize();
+    return a;
+  }();
+  return *arena;
+}
+
+// The WaitHelper of lane bodies. The body's thread may not run the graph's tasks itself (TBB
+// runs graph tasks as critical ones, and a critical task's thread takes no other while it
+// waits), so a rescuer thread joins the arena and runs them until the state settles: `group`
+// waits for `wake`, a task run when it does.
+struct Waiter {
+  tbb::task_group group;
+  tbb::task_handle wake;
+};
+
+// Waiters whose state settled, for a task in the arena to wake. Passed through a mutex, not
+// captured by that task: TSan sees no ordering through the uninstrumented libtbb.
+struct DueWaiters {
+  std::mutex mutex;
+  std::vector<std::shared_ptr<Waiter>> due;  // guarded by mutex
+};
+DueWaiters& due_waiters() {
+  static auto* due = new DueWaiters;  // never destroyed, like the arena
+  return *due;
+}
+
+void wake_due_waiters() {
+  std::vector<std::shared_ptr<Waiter>> due;
+  {
+    std::lock_guard lock(due_waiters().mutex);
+    due.swap(due_waiters().due);
+  }
+  // Shared: the rescuer may return (its group done) while run() is still returning here.
+  for (auto& waiter : due) waiter->group.run(std::move(waiter->wake));
+}
+
+void help_until_settled(ResultState& state) {
+  auto waiter = std::make_shared<Waiter>();
+  waiter->wake = waiter->group.defer([] {});
+  state.on_settled([waiter] {
+    {
+      std::lock_guard lock(due_waiters().mutex);
+      due_waiters().due.push_back(waiter);
+    }
+    dispatcher_arena().enqueue(&wake_due_waiters);
+  });
+  std::thread rescuer([waiter] { dispatcher_arena().execute([&] { waiter->group.wait(); }); });
+  rescuer.join();
+}
+
+}  // namespace
+
 tbb::flow::graph& dispatcher_graph() {
-  // Never destroyed: lanes (owned by user handles) may outlive static destruction order.
-  static auto* graph = new tbb::flow::graph;
+  // Never destroyed: lanes (owned by user handles) may outlive static destruction order. Made
+  // inside the arena, it runs its tasks there.
+  static auto* graph = [] {
+    tbb::flow::graph* g = nullptr;
+    dispatcher_arena().execute([&] { g = new tbb::flow::graph; });
+    return g;
+  }();
   return *graph;
 }
 
@@ -85,12 +158,15 @@ void AgentLane::make_nodes() {
         executing_.fetch_add(1, std::memory_order_seq_cst);
         executing_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
         call->started.store(true, std::memory_order_seq_cst);
+        // A reply() that reads a pending result runs the graph's other tasks meanwhile.
+        const WaitHelper outer = std::exchange(thread_wait_helper(), &help_until_settled);
         // An exception escaping a body would cancel the whole graph: it fails this call.
         try {
           execute(*call);
         } catch (...) {
           call->result->fail(std::current_exception());
         }
+        thread_wait_helper() = outer;
         executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
         executing_.fetch_sub(1, std::memory_order_release);
         // SYNC POINT: release pairs with the acquire load in admit(): a direct call that

@@ -61,8 +61,26 @@ void ResultState::on_settled(std::function<void()> f) {
   f();
 }
 
+namespace {
+// A helped wait first drives as any waiter would: a remote reply mostly comes within this.
+constexpr auto kDriveBeforeHelping = std::chrono::microseconds(300);
+}  // namespace
+
+WaitHelper& thread_wait_helper() noexcept {
+  thread_local WaitHelper helper = nullptr;
+  return helper;
+}
+
 bool ResultState::wait_until(Deadline until) {
   if (settled()) return true;
+  // Only untimed waits are helped (the graph's wait has no timeout), and only those that
+  // something else settles in time: a driver's sweep, or no deadline at all.
+  if (WaitHelper help = thread_wait_helper(); help != nullptr && until == Deadline::max() &&
+                                              (driver_ != nullptr || deadline == Deadline::max())) {
+    if (driver_ != nullptr) driver_->drive(*this, deadline_after(kDriveBeforeHelping));
+    if (!settled()) help(*this);
+    return settled();
+  }
   if (driver_ != nullptr) {
     driver_->drive(*this, until);
     if (settled()) return true;

@@ -1,6 +1,8 @@
 // AgentBase in process, the registry, and what to_dist refuses up front.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "support/test_agents.hpp"
 #include "troupe/core/detail/result_state.hpp"
 
@@ -97,6 +99,25 @@ TEST(AgentTest, ATimedOutDeferredCallLetsLaterCallsProceedAndNeverRuns) {
   EXPECT_THROW((void)stuck.content(), Timeout);
   gate->resolve(Msg("u", "g"));
   EXPECT_EQ(c(Msg("u", "y")).content(), "C:2:y");
+}
+
+TEST(AgentTest, ADeferredReplyMayWaitForAnotherDeferredCall) {
+  // Both calls defer (their inputs are pending) and run on TBB's threads: the outer reply()
+  // blocks in one, reading the inner result, whose call must still find a thread to run on.
+  auto first = std::make_shared<detail::ResultState>();
+  auto second = std::make_shared<detail::ResultState>();
+  Counter inner("C");
+  test::Asker outer("A", inner, Msg::placeholder(second));
+  Msg result = outer(Msg::placeholder(first));
+  EXPECT_FALSE(result.ready());
+  std::thread resolver([&] {
+    first->resolve(Msg("u", "x"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // outer's reply() waits now
+    second->resolve(Msg("u", "y"));
+  });
+  EXPECT_TRUE(result.wait_for(std::chrono::seconds(10)));
+  resolver.join();
+  EXPECT_EQ(result.content(), "C:1:x:y");
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

@@ -265,6 +265,16 @@ TEST(DistAgentTest, LocalAndRemoteAgentsMix) {
   EXPECT_EQ(local(Msg("u", "b")).content(), "L:2:b");
 }
 
+TEST(DistAgentTest, AnInProcessAgentsDeferredReplyMayCallARemoteAgent) {
+  auto slow = Sleeper("S", {{"sleep_ms", 50}}).to_dist({.lazy_launch = false});
+  auto remote = Counter("R").to_dist({.lazy_launch = false});
+  test::Asker asker("A", remote);
+  Msg x = asker(slow(Msg("u", "x")));  // deferred: its reply() runs on a TBB thread
+  Msg y = asker(slow(Msg("u", "y")));
+  EXPECT_EQ(x.content(), "R:1:S(x)");
+  EXPECT_EQ(y.content(), "R:2:S(y)");
+}
+
 TEST(DistAgentTest, LocalAgentWithPendingInputDoesNotBlockTheProgram) {
   Counter local("L");
   auto slow = Sleeper("S", {{"sleep_ms", 1000}}).to_dist({.lazy_launch = false});

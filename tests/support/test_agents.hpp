@@ -116,6 +116,26 @@ class Picky : public AgentBase {
   Msg reply(const Msg& x) override { return Msg(name(), x.content()); }
 };
 
+// An in-process agent whose reply() calls another agent (with `also` as a second input) and
+// reads its answer.
+class Asker : public AgentBase {
+ public:
+  Asker(std::string name, DistAgent asked, Msg also = {})
+      : AgentBase(std::move(name)), remote_(std::move(asked)), also_(std::move(also)) {}
+  Asker(std::string name, AgentBase& asked, Msg also = {})
+      : AgentBase(std::move(name)), local_(&asked), also_(std::move(also)) {}
+  Msg reply(const Msg& x) override {
+    std::vector<Msg> in{x};
+    if (!also_.empty()) in.push_back(also_);
+    return Msg(name(), (local_ ? (*local_)(std::move(in)) : remote_(std::move(in))).content());
+  }
+
+ private:
+  DistAgent remote_;
+  AgentBase* local_ = nullptr;
+  Msg also_;
+};
+
 // Its constructor throws something that is not a std::exception.
 class Unruly : public AgentBase {
  public:

@@ -34,6 +34,13 @@ class ProgressDriver {
   virtual void watch_deadline(std::weak_ptr<ResultState> state) = 0;
 };
 
+/// How a thread that runs graph tasks waits for a result: a lane's call body (a user's reply())
+/// must not block its TBB thread on a pending result, since the task that settles it may need
+/// that very thread (with 2 cores, TBB has one worker). Set while such a body runs: it waits by
+/// running the graph's other tasks (agent_lane.cpp). nullptr on other threads.
+using WaitHelper = void (*)(ResultState&);
+WaitHelper& thread_wait_helper() noexcept;
+
 class ResultState {
  public:
   enum Status : std::uint32_t { kPending = 0, kValue = 1, kFailed = 2 };
