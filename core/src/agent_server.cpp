@@ -599,7 +599,15 @@ void AgentServer::run_agent(const AgentPtr& served) {
 }
 
 void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
-  const FrameBytes frame = reply_builder().build(fields);
+  FrameBytes frame;
+  try {
+    frame = reply_builder().build(fields);
+  } catch (const std::exception& e) {
+    if (fields.kind != wire::Kind::Error) {
+      send_error(client, fields.call_id, std::string("the reply cannot be sent: ") + e.what());
+    }
+    return;
+  }
   // A full ring waits (backpressure), for a bounded time: a client that stopped reading must
   // not hold a worker, and with it every other client, for good.
   const std::error_code ec = client.channel->send(frame, SendLimit(send_patience_));

@@ -60,6 +60,19 @@ Msg from_wire(const wire::Msg& m) {
 }
 
 FrameView FrameBuilder::build(const EnvelopeFields& fields) {
+  // FlatBuffers checks its 2 GiB limit only by assertion (not in release builds): past it the
+  // offsets wrap and the frame is garbage. No frame may exceed kMaxFrameBytes anyway.
+  std::size_t bytes = fields.error.size();
+  for (const Msg& m : fields.messages) {
+    bytes += m.id().size() + m.name().size() + m.role().size() + m.content().size() +
+             m.metadata().size() + m.payload().size();
+    for (const std::string& u : m.url()) bytes += u.size();
+  }
+  if (bytes > kMaxFrameBytes) {
+    throw Error("a message of " + std::to_string(bytes) +
+                " bytes is larger than a frame carries (" + std::to_string(kMaxFrameBytes) +
+                " bytes)");
+  }
   builder_.Clear();
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Msg>>> messages;
   if (!fields.messages.empty()) {

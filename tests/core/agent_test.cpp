@@ -1,10 +1,13 @@
 // AgentBase in process, the registry, and what to_dist refuses up front.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <set>
 #include <thread>
 
 #include "support/test_agents.hpp"
 #include "troupe/core/detail/result_state.hpp"
+#include "troupe/core/detail/runtime.hpp"
 
 namespace troupe {
 namespace {
@@ -177,15 +180,23 @@ TEST(AgentTest, AttachingToAPortWithNoServerIsAClearError) {
   }
 }
 
-TEST(AgentTest, BadKwargsFailTheAgentsCalls) {
-  // The kwargs are valid JSON but the constructor refuses them: found in the server, reported
-  // on the calls (the local object was never built, since Picky's constructor throws here too).
+TEST(AgentTest, KwargsTheConstructorRefusesAreAClearError) {
+  // Here, at construction (no local object exists to place).
   EXPECT_THROW(test::Picky("P", {{"colour", "red"}}), std::invalid_argument);
-  RpcAgentServerLauncher server;
-  server.launch();
+  // In a server: a launcher's agent built from kwargs its class refuses fails the launch,
+  // saying why, and leaves no server behind.
+  RpcAgentServerLauncher launcher("Picky", {{"name", "P"}, {"colour", "red"}});
+  try {
+    launcher.launch();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Picky needs kwargs.level"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(launcher.pid(), 0);
+  // The same class with kwargs it accepts is served.
   test::Picky ok("P", {{"level", 1}});
-  auto remote = ok.to_dist({.port = server.port(), .launch_server = false});
-  EXPECT_EQ(remote(Msg("u", "x")).content(), "x");
+  EXPECT_EQ(ok.to_dist()(Msg("u", "x")).content(), "x");
 }
 
 TEST(AgentTest, AnAgentItsServerCannotBuildFailsItsCallsSayingWhy) {
@@ -199,10 +210,23 @@ TEST(AgentTest, AnAgentItsServerCannotBuildFailsItsCallsSayingWhy) {
   EXPECT_THROW((void)there(Msg("u", "again")).content(), Error);  // every call says so
 }
 
+// The processes the fork server has started and that still run.
+std::set<pid_t> servers_running() {
+  std::set<pid_t> pids;
+  const pid_t fork_server = detail::Runtime::get()->fork_server_pid();
+  std::ifstream children("/proc/" + std::to_string(fork_server) + "/task/" +
+                         std::to_string(fork_server) + "/children");
+  for (pid_t pid; children >> pid;) pids.insert(pid);
+  return pids;
+}
+
 TEST(AgentTest, LazyLaunchStartsTheServerAtTheFirstCall) {
+  const std::set<pid_t> before = servers_running();
   auto a = Counter("Lazy").to_dist();  // lazy by default: no process yet
+  for (pid_t pid : servers_running()) EXPECT_EQ(before.count(pid), 1u) << "a new server " << pid;
   EXPECT_EQ(a(Msg("u", "x")).content(), "Lazy:1:x");
   EXPECT_GT(a.server_pid(), 0);
+  EXPECT_EQ(servers_running().count(a.server_pid()), 1u);
 }
 
 TEST(AgentTest, LazyLaunchOnAPortInUseFailsTheFirstCall) {

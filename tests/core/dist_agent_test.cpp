@@ -367,6 +367,16 @@ TEST(DistAgentTest, CopiesShareTheAgentAndShutdownEndsItForAll) {
   }
 }
 
+TEST(DistAgentTest, ShutdownLetsACallWaitingForItsInputRunFirst) {
+  auto slow = Sleeper("S", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+  auto a = Counter("A").to_dist({.lazy_launch = false});
+  Msg waiting = a(slow(Msg("u", "x")));  // not sent yet: its input is pending
+  a.shutdown();
+  EXPECT_FALSE(waiting.ready());
+  EXPECT_EQ(waiting.content(), "A:1:S(x)");  // admitted before the shutdown: it runs
+  EXPECT_THROW((void)a(Msg("u", "late")).content(), Error);
+}
+
 TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
   auto a = Counter("A").to_dist({.lazy_launch = false});
   auto b = Counter("B").to_dist({.port = a.port(), .launch_server = false});
@@ -452,6 +462,40 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   for (auto& f : fresh) EXPECT_EQ(f(Msg("u", "x")).content(), f.name() + ":1:x");
   ASSERT_TRUE(wait_all(in_flight, 30s));
   for (auto& m : in_flight) EXPECT_FALSE(m.error());
+}
+
+TEST(DistAgentTest, ThreadsWithSeveralCallsInFlightKeepTheirOwnOrder) {
+  auto a = Counter("A").to_dist();
+  std::vector<std::thread> threads;
+  std::vector<std::vector<Msg>> results(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // 50 rounds of 20 calls issued before any is read.
+      for (int round = 0; round < 50; ++round) {
+        std::vector<Msg> batch;
+        for (int i = 0; i < 20; ++i) batch.push_back(a(Msg("u", std::to_string(t))));
+        for (Msg& m : batch) results[t].push_back(std::move(m));
+      }
+      wait_all(results[t]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int> seen;
+  for (int t = 0; t < 4; ++t) {
+    int last = 0;
+    for (const Msg& m : results[t]) {
+      // "A:<n>:<t>": n counts the agent's calls and rises along each thread's own calls.
+      const std::string c = m.content();
+      const std::size_t colon = c.find(':', 2);
+      ASSERT_NE(colon, std::string::npos) << c;
+      const int n = std::stoi(c.substr(2, colon - 2));
+      EXPECT_GT(n, last) << c;
+      EXPECT_EQ(c.substr(colon + 1), std::to_string(t)) << c;
+      last = n;
+      seen.insert(n);
+    }
+  }
+  EXPECT_EQ(seen.size(), 4000u);  // no call ran twice, none was lost
 }
 
 TEST(DistAgentTest, HandlesAreThreadSafe) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 
+#include "troupe/core/detail/result_state.hpp"
 #include "troupe/core/error.hpp"
 
 namespace troupe {
@@ -70,6 +71,23 @@ TEST(WireTest, BuilderIsReusable) {
     ASSERT_NE(env, nullptr);
     EXPECT_EQ(env->call_id(), i);
   }
+}
+
+TEST(WireTest, BuilderRefusesAMessageLargerThanAFrameClearly) {
+  FrameBuilder builder;
+  // 1025 copies of a placeholder share one 1 MiB payload: a 1025 MiB batch in 1 MiB of memory.
+  auto shared = std::make_shared<detail::ResultState>();
+  shared->resolve(Msg("u", "x").set_payload(std::vector<std::byte>(std::size_t{1} << 20)));
+  const std::vector<Msg> big(kMaxFrameBytes / (std::size_t{1} << 20) + 1, Msg::placeholder(shared));
+  try {
+    (void)builder.build({.kind = wire::Kind::Call, .messages = big});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("larger than a frame carries"), std::string::npos)
+        << e.what();
+  }
+  std::vector<Msg> small{Msg("u", "x")};  // and the builder builds on
+  EXPECT_GT(builder.build({.kind = wire::Kind::Call, .messages = small}).size(), 0u);
 }
 
 TEST(WireTest, RejectsGarbage) {
