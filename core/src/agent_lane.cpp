@@ -17,8 +17,11 @@ namespace troupe::detail {
 namespace {
 
 // How many lane bodies may wait on a pending result at once, each with a rescuer in the arena
-// (help_until_settled); one more would wait for a rescuer's slot.
-constexpr int kRescuers = 64;
+// (help_until_settled): replies that wait nested up to this deep. One more would wait for a
+// rescuer's slot for good. Slots reserved for external threads, since TBB's workers are
+// limited to the cores, and not more: each one more reserved slot made calls through the
+// graph slower (BM_CallsThatWait/1: about 25% with 64 of them, within noise with 4).
+constexpr int kRescuers = 4;
 
 // The arena the dispatcher's graph runs in: TBB's usual workers, plus a slot for each rescuer.
 tbb::task_arena& dispatcher_arena() {

@@ -123,6 +123,26 @@ TEST(AgentTest, ADeferredReplyMayWaitForAnotherDeferredCall) {
   EXPECT_EQ(result.content(), "C:1:x:y");
 }
 
+TEST(AgentTest, DeferredRepliesMayWaitTwoLevelsDeep) {
+  auto first = std::make_shared<detail::ResultState>();
+  auto second = std::make_shared<detail::ResultState>();
+  auto third = std::make_shared<detail::ResultState>();
+  Counter inner("C");
+  test::Asker middle("M", inner, Msg::placeholder(third));
+  test::Asker outer("A", middle, Msg::placeholder(second));
+  Msg result = outer(Msg::placeholder(first));
+  std::thread resolver([&] {
+    first->resolve(Msg("u", "x"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // outer's reply() waits now
+    second->resolve(Msg("u", "y"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // and middle's
+    third->resolve(Msg("u", "z"));
+  });
+  EXPECT_TRUE(result.wait_for(std::chrono::seconds(10)));
+  resolver.join();
+  EXPECT_EQ(result.content(), "C:1:x:y:z");
+}
+
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {
   test::Faulty f("F");
   Msg m = f({Msg("u", "a"), Msg("u", "b")});

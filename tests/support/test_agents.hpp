@@ -124,8 +124,9 @@ class Asker : public AgentBase {
       : AgentBase(std::move(name)), remote_(std::move(asked)), also_(std::move(also)) {}
   Asker(std::string name, AgentBase& asked, Msg also = {})
       : AgentBase(std::move(name)), local_(&asked), also_(std::move(also)) {}
-  Msg reply(const Msg& x) override {
-    std::vector<Msg> in{x};
+  using AgentBase::reply;
+  Msg reply(const std::vector<Msg>& xs) override {
+    std::vector<Msg> in = xs;
     if (!also_.empty()) in.push_back(also_);
     return Msg(name(), (local_ ? (*local_)(std::move(in)) : remote_(std::move(in))).content());
   }
