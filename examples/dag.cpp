@@ -68,11 +68,20 @@ int main(int argc, char** argv) {
   const double total_ms = (now_ns() - t0) / 1e6;
   std::printf("all six calls issued in %.3f ms; result after %.0f ms (sleep %d ms each)\n",
               issued_ms, total_ms, sleep_ms);
+  const auto start = [](const troupe::Msg& m) {
+    return nlohmann::json::parse(m.metadata())["start_ns"].get<std::int64_t>();
+  };
+  const auto end = [](const troupe::Msg& m) {
+    return nlohmann::json::parse(m.metadata())["end_ns"].get<std::int64_t>();
+  };
   for (const troupe::Msg* m : {&x, &y, &z, &w, &e, &f}) {
-    auto t = nlohmann::json::parse(m->metadata());
     std::printf("  %s  started %7.1f ms  finished %7.1f ms\n", m->name().c_str(),
-                (t["start_ns"].get<std::int64_t>() - t0) / 1e6,
-                (t["end_ns"].get<std::int64_t>() - t0) / 1e6);
+                (start(*m) - t0) / 1e6, (end(*m) - t0) / 1e6);
   }
+  // What the timeline shows: B and C ran at the same time, E did not wait for A.
+  const bool overlap = start(y) < end(z) && start(z) < end(y);
+  const bool e_at_once = start(e) < end(x);
+  std::printf("B and C overlapped: %s; E started before A finished: %s\n", overlap ? "yes" : "no",
+              e_at_once ? "yes" : "no");
   return 0;
 }

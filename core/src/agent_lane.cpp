@@ -189,8 +189,6 @@ void AgentLane::admit(LaneCallPtr call) {
     return;
   }
   if (!sequencer_) make_nodes();
-  call->seq = next_seq_++;
-  queued_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard admitted_lock(admitted_mutex_);
     if (admitted_.size() >= sweep_at_) {
@@ -199,33 +197,43 @@ void AgentLane::admit(LaneCallPtr call) {
     }
     admitted_.push_back(call);
   }
+  // Nothing below throws until the lock is released: a call that took a sequence number must
+  // reach the sequencer, or every later call of the lane would wait for it.
+  call->seq = next_seq_++;
+  queued_.fetch_add(1, std::memory_order_relaxed);
   lock.unlock();
 
-  // One count per pending input, plus one held while continuations are registered.
-  // Inputs found pending here are counted and registered even if they resolve in between
-  // (on_settled then runs the continuation at once).
-  std::vector<const Msg*> waiting_on;
-  for (const Msg& input : call->inputs) {
-    if (!input.ready()) waiting_on.push_back(&input);
-  }
-  call->unresolved.store(static_cast<int>(waiting_on.size()) + 1, std::memory_order_relaxed);
   // Into the sequencer exactly once: when the last input settles, or when the call's own
   // result settles first (a timeout), so that the agent's later calls proceed.
   auto enter = [self = shared_from_this()](const LaneCallPtr& c) {
     if (!c->queued.exchange(true, std::memory_order_acq_rel)) self->sequencer_->try_put(c);
   };
-  auto release = [enter, call] {
-    if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) enter(call);
-  };
-  for (const Msg* input : waiting_on) input->state()->on_settled(release);
-  if (!waiting_on.empty() && call->result->deadline != Deadline::max()) {
-    // Weakly: the result's continuations must not keep the call (which holds the result).
-    call->result->on_settled([enter, weak = std::weak_ptr<LaneCall>(call)] {
-      if (auto c = weak.lock()) enter(c);
-    });
-    if (ProgressDriver* driver = call->result->driver()) driver->watch_deadline(call->result);
+  try {
+    // One count per pending input, plus one held while continuations are registered.
+    // Inputs found pending here are counted and registered even if they resolve in between
+    // (on_settled then runs the continuation at once).
+    std::vector<const Msg*> waiting_on;
+    for (const Msg& input : call->inputs) {
+      if (!input.ready()) waiting_on.push_back(&input);
+    }
+    call->unresolved.store(static_cast<int>(waiting_on.size()) + 1, std::memory_order_relaxed);
+    auto release = [enter, call] {
+      if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) enter(call);
+    };
+    for (const Msg* input : waiting_on) input->state()->on_settled(release);
+    if (!waiting_on.empty() && call->result->deadline != Deadline::max()) {
+      // Weakly: the result's continuations must not keep the call (which holds the result).
+      call->result->on_settled([enter, weak = std::weak_ptr<LaneCall>(call)] {
+        if (auto c = weak.lock()) enter(c);
+      });
+      if (ProgressDriver* driver = call->result->driver()) driver->watch_deadline(call->result);
+    }
+    release();
+  } catch (...) {
+    // Out of memory, most likely: the call fails (so it never runs) and still takes its turn.
+    call->result->fail(std::current_exception());
+    enter(call);
   }
-  release();
 }
 
 void AgentLane::close(std::string why) {
