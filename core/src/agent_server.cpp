@@ -30,6 +30,12 @@ struct ServedAgent {
   std::string class_name;
   std::unique_ptr<AgentBase> agent;
   bool pinned = false;
+  /// `agent` is built by the worker that runs the agent's first Create (never by the
+  /// receiver, so that a slow constructor holds up no other client): null until then, and for
+  /// good if its constructor failed, saying why in build_error. Touched only by the worker
+  /// that owns the mailbox (see `running`), or before the server serves.
+  Kwargs kwargs;
+  std::string build_error;
 
   std::mutex mutex;  // guards the members below
   std::deque<ServedCall> mailbox;
@@ -122,6 +128,8 @@ void AgentServer::host(const std::string& class_name, const std::string& name,
   std::string error;
   AgentPtr agent = find_or_create(class_name, name, kwargs.dump(), error);
   if (!agent) throw Error(error);
+  if (!agent->agent) build(*agent);  // before serving: no worker owns it yet
+  if (!agent->agent) throw Error(agent->build_error);
   std::lock_guard lock(agent->mutex);
   agent->pinned = true;
   --agent->bindings;  // find_or_create counted a client binding; a pinned agent has none
@@ -149,23 +157,42 @@ AgentServer::AgentPtr AgentServer::find_or_create(const std::string& class_name,
     error = "bad kwargs JSON for agent '" + name + "': " + e.what();
     return nullptr;
   }
+  if (!detail::AgentRegistry::instance().contains(class_name)) {
+    try {
+      // Throws the registry's own error (which names the classes it knows); builds nothing.
+      (void)detail::AgentRegistry::instance().create(class_name, name, kwargs);
+    } catch (const std::exception& e) {
+      error = "creating agent '" + name + "' (class " + class_name + "): " + e.what();
+    }
+    return nullptr;
+  }
   auto served = std::make_shared<ServedAgent>();
   served->name = name;
   served->class_name = class_name;
-  try {
-    served->agent = detail::AgentRegistry::instance().create(class_name, name, kwargs);
-  } catch (const std::exception& e) {
-    error = "creating agent '" + name + "' (class " + class_name + "): " + e.what();
-    return nullptr;
-  } catch (...) {
-    error = "creating agent '" + name + "' (class " + class_name +
-            "): its constructor threw an exception that is not a std::exception";
-    return nullptr;
-  }
+  served->kwargs = std::move(kwargs);  // built later, by a worker (build())
   served->bindings = 1;
   agents_.emplace(name, served);
   count_agents();
   return served;
+}
+
+void AgentServer::build(ServedAgent& served) {
+  const std::string what = "creating agent '" + served.name + "' (class " + served.class_name + ")";
+  try {
+    served.agent =
+        detail::AgentRegistry::instance().create(served.class_name, served.name, served.kwargs);
+    return;
+  } catch (const std::exception& e) {
+    served.build_error = what + ": " + e.what();
+  } catch (...) {
+    served.build_error = what + ": its constructor threw an exception that is not a std::exception";
+  }
+  // Unlisted, so that a later Create of that name tries again; its handles keep the error.
+  std::lock_guard lock(agents_mutex_);
+  if (auto it = agents_.find(served.name); it != agents_.end() && it->second.get() == &served) {
+    agents_.erase(it);
+    count_agents();
+  }
 }
 
 void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
@@ -412,8 +439,18 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
       AgentPtr agent =
           find_or_create(inputs[0].content(), inputs[0].name(), inputs[0].metadata(), error);
       if (agent) {
-        client->handles[env->agent_id()] = std::move(agent);
-        reply_later(client, wire::Kind::Result, call_id);
+        client->handles[env->agent_id()] = agent;
+        // Answered by a worker, in the agent's order: the first Create builds it there, and
+        // the calls that follow queue behind.
+        bool start;
+        {
+          std::lock_guard lock(agent->mutex);
+          const std::size_t cost = frame_bytes + kQueuedCallOverhead;
+          client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
+          agent->mailbox.push_back({client, wire::Kind::Create, call_id, {}, cost, {}});
+          start = !std::exchange(agent->running, true);
+        }
+        if (start) schedule_from_receiver(std::move(agent));
       } else {
         client->failed_handles[env->agent_id()] = error;
         reply_later(client, wire::Kind::Error, call_id, {}, error);
@@ -530,11 +567,12 @@ void AgentServer::run_agent(const AgentPtr& served) {
       }
     }
   } done{*this, counted};
+  bool ran_call = false;  // last turn ran a Call or Observe (counted under the next lock)
   for (int turn = 0;; ++turn) {
     ServedCall call;
     {
       std::lock_guard lock(served->mutex);
-      if (turn > 0) ++served->calls;  // the call run last turn (one lock per call, not two)
+      if (ran_call) ++served->calls;  // one lock per call, not two
       if (served->mailbox.empty()) {
         served->running = false;
         return;
@@ -544,7 +582,21 @@ void AgentServer::run_agent(const AgentPtr& served) {
       served->mailbox.pop_front();
     }
     ServedClient& client = *call.client;
+    ran_call = call.kind == wire::Kind::Call || call.kind == wire::Kind::Observe;
+    if (ran_call && !served->agent) {
+      send_error(client, call.call_id, served->build_error);
+      dequeued(client, call.cost);
+      continue;
+    }
     switch (call.kind) {
+      case wire::Kind::Create:
+        if (!served->agent && served->build_error.empty()) build(*served);
+        if (served->agent) {
+          send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id});
+        } else {
+          send_error(client, call.call_id, served->build_error);
+        }
+        break;
       case wire::Kind::Call:
         try {
           const Msg result = served->agent->reply(call.inputs);

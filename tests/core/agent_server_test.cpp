@@ -170,6 +170,23 @@ TEST_F(AgentServerTest, InfoOnAgentNamesThatAreNotUtf8) {
   EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "caf\xe9:1:x");
 }
 
+TEST_F(AgentServerTest, ASlowConstructorHoldsUpNoOtherAgent) {
+  create(1, "Sleeper", "Slow", R"({"construct_ms": 3000})");
+  const auto start = Clock::now();
+  create(2, "Counter", "C");
+  call(2, 5, "x");
+  // C's answers come first, while Slow is still being built on another worker.
+  Reply created = expect_next(wire::Kind::Result);
+  EXPECT_EQ(created.call_id, 1002u);
+  Reply answered = expect_next(wire::Kind::Result);
+  EXPECT_EQ(answered.call_id, 5u);
+  EXPECT_EQ(answered.msg.content(), "C:1:x");
+  EXPECT_LT(Clock::now() - start, 2s);
+  call(1, 6, "y");  // queued behind Slow's build, and answered after it
+  EXPECT_EQ(expect_next(wire::Kind::Result).call_id, 1001u);
+  EXPECT_EQ(expect_next(wire::Kind::Result).msg.content().rfind("Slow(y)", 0), 0u);
+}
+
 TEST_F(AgentServerTest, SameNameWithAnotherClassIsRefused) {
   create(1, "Counter", "A");
   expect_next(wire::Kind::Result);

@@ -43,7 +43,11 @@ class Counter : public AgentBase {
 // Sleeps kwargs["sleep_ms"] (or the input's content, if numeric), then reports when it ran.
 class Sleeper : public AgentBase {
  public:
-  using AgentBase::AgentBase;
+  // kwargs.construct_ms: how long the constructor takes (default 0).
+  explicit Sleeper(std::string name, Kwargs kwargs = {})
+      : AgentBase(std::move(name), std::move(kwargs)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(this->kwargs().value("construct_ms", 0)));
+  }
   Msg reply(const std::vector<Msg>& xs) override {
     const std::int64_t start = wall_ns();
     std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 100)));

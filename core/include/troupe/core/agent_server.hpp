@@ -102,6 +102,9 @@ class AgentServer {
   void handle_frame(const ClientPtr& client, const wire::Envelope& envelope,
                     std::size_t frame_bytes);
   void run_agent(const AgentPtr& agent);
+  // Runs the agent's constructor (on a worker, or before serving); on failure sets its
+  // build_error and unlists it.
+  void build(detail::ServedAgent& served);
   // The receiver's: runs `agent` next itself, or hands it to a follower.
   void schedule_from_receiver(AgentPtr agent);
   // The receiver's: a reply to `client`, sent by a worker (the client's postman).
