@@ -16,14 +16,16 @@ namespace troupe::detail {
 
 namespace {
 
-// How many lane bodies may wait on a pending result at once, each with a rescuer in the arena
-// (help_until_settled): replies that wait nested up to this deep. One more would wait for a
-// rescuer's slot for good. Slots reserved for external threads, since TBB's workers are
-// limited to the cores, and not more: each one more reserved slot made calls through the
-// graph slower (BM_CallsThatWait/1: about 25% with 64 of them, within noise with 4).
+// How many rescuers may run at once (start_rescuer): one per lane body that waits, nested or
+// side by side. Past it a body waits without one. Each holds a slot of the dispatcher's arena
+// reserved for external threads (TBB's workers are limited to the cores); not more slots: each
+// one more reserved slot made calls through the graph slower (BM_CallsThatWait/1: about 25%
+// with 64 of them, within noise with 4).
 constexpr int kRescuers = 4;
+std::atomic<int> g_rescuers{0};
 
-// The arena the dispatcher's graph runs in: TBB's usual workers, plus a slot for each rescuer.
+// The arena the dispatcher's graph runs in: TBB's usual workers, plus the main thread's slot
+// and one for each rescuer.
 tbb::task_arena& dispatcher_arena() {
   // Never destroyed, like the graph.
   static auto* arena = [] {
@@ -35,48 +37,62 @@ tbb::task_arena& dispatcher_arena() {
   return *arena;
 }
 
-// The WaitHelper of lane bodies. The body's thread may not run the graph's tasks itself (TBB
-// runs graph tasks as critical ones, and a critical task's thread takes no other while it
-// waits), so a rescuer thread joins the arena and runs them until the state settles: `group`
-// waits for `wake`, a task run when it does.
-struct Waiter {
+// A rescuer joins the arena and runs its tasks (the body that waits may not: TBB runs graph
+// tasks as critical ones, and a critical task's thread takes no other while it waits) until
+// `wake` runs: its `group` waits for that task, spawned when the body's wait ends.
+struct Rescuer {
   tbb::task_group group;
   tbb::task_handle wake;
 };
 
-// Waiters whose state settled, for a task in the arena to wake. Passed through a mutex, not
-// captured by that task: TSan sees no ordering through the uninstrumented libtbb.
-struct DueWaiters {
+// Rescuers to let go, for a task in the arena to wake. Passed through a mutex, not captured by
+// that task: TSan sees no ordering through the uninstrumented libtbb.
+struct DueRescuers {
   std::mutex mutex;
-  std::vector<std::shared_ptr<Waiter>> due;  // guarded by mutex
+  std::vector<std::shared_ptr<Rescuer>> due;  // guarded by mutex
 };
-DueWaiters& due_waiters() {
-  static auto* due = new DueWaiters;  // never destroyed, like the arena
+DueRescuers& due_rescuers() {
+  static auto* due = new DueRescuers;  // never destroyed, like the arena
   return *due;
 }
 
-void wake_due_waiters() {
-  std::vector<std::shared_ptr<Waiter>> due;
+void wake_due_rescuers() {
+  std::vector<std::shared_ptr<Rescuer>> due;
   {
-    std::lock_guard lock(due_waiters().mutex);
-    due.swap(due_waiters().due);
+    std::lock_guard lock(due_rescuers().mutex);
+    due.swap(due_rescuers().due);
   }
   // Shared: the rescuer may return (its group done) while run() is still returning here.
-  for (auto& waiter : due) waiter->group.run(std::move(waiter->wake));
+  for (auto& rescuer : due) rescuer->group.run(std::move(rescuer->wake));
 }
 
-void help_until_settled(ResultState& state) {
-  auto waiter = std::make_shared<Waiter>();
-  waiter->wake = waiter->group.defer([] {});
-  state.on_settled([waiter] {
-    {
-      std::lock_guard lock(due_waiters().mutex);
-      due_waiters().due.push_back(waiter);
-    }
-    dispatcher_arena().enqueue(&wake_due_waiters);
-  });
-  std::thread rescuer([waiter] { dispatcher_arena().execute([&] { waiter->group.wait(); }); });
-  rescuer.join();
+// The RescueStarter of lane bodies. The rescuer runs detached: the body never waits for it
+// (a task it runs may need what the body holds), and it leaves after the task it is running
+// when the handle goes.
+std::shared_ptr<void> start_rescuer() {
+  if (g_rescuers.fetch_add(1, std::memory_order_relaxed) >= kRescuers) {
+    g_rescuers.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  try {
+    auto rescuer = std::make_shared<Rescuer>();
+    rescuer->wake = rescuer->group.defer([] {});
+    std::thread([rescuer] {
+      dispatcher_arena().execute([&] { rescuer->group.wait(); });
+      g_rescuers.fetch_sub(1, std::memory_order_relaxed);
+    }).detach();
+    return std::shared_ptr<void>(rescuer.get(), [rescuer](void*) {
+      {
+        std::lock_guard lock(due_rescuers().mutex);
+        due_rescuers().due.push_back(rescuer);
+      }
+      dispatcher_arena().enqueue(&wake_due_rescuers);
+    });
+  } catch (...) {
+    // No thread (or no memory) for one: the body waits without.
+    g_rescuers.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
 }
 
 }  // namespace
@@ -161,15 +177,15 @@ void AgentLane::make_nodes() {
         executing_.fetch_add(1, std::memory_order_seq_cst);
         executing_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
         call->started.store(true, std::memory_order_seq_cst);
-        // A reply() that reads a pending result runs the graph's other tasks meanwhile.
-        const WaitHelper outer = std::exchange(thread_wait_helper(), &help_until_settled);
+        // A reply() that waits long for a result gets a rescuer to run the graph meanwhile.
+        const RescueStarter outer = std::exchange(thread_rescue_starter(), &start_rescuer);
         // An exception escaping a body would cancel the whole graph: it fails this call.
         try {
           execute(*call);
         } catch (...) {
           call->result->fail(std::current_exception());
         }
-        thread_wait_helper() = outer;
+        thread_rescue_starter() = outer;
         executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
         executing_.fetch_sub(1, std::memory_order_release);
         // SYNC POINT: release pairs with the acquire load in admit(): a direct call that

@@ -57,7 +57,8 @@ struct ServedClient {
   // Touched only by the receiver (one worker at a time): no lock.
   std::unordered_map<std::uint64_t, std::shared_ptr<ServedAgent>> handles;
   std::unordered_map<std::uint64_t, std::string> failed_handles;  // why creation failed
-  /// Carries the replies the receiver makes (to Create, Info, Ping, refused calls): a worker
+  /// Carries the replies the receiver makes (to Info, Ping, refused calls and Creates; an
+  /// accepted Create is answered from its agent's mailbox, once built): a worker
   /// sends them, as it sends agents' replies, so that the receiver never waits on a client's
   /// full ring while the other clients wait on it. Its mailbox holds ready replies (kinds
   /// Result, Error, Pong); it has no agent.
@@ -181,6 +182,7 @@ void AgentServer::build(ServedAgent& served) {
   try {
     served.agent =
         detail::AgentRegistry::instance().create(served.class_name, served.name, served.kwargs);
+    served.kwargs = Kwargs();  // the agent keeps its own copy
     return;
   } catch (const std::exception& e) {
     served.build_error = what + ": " + e.what();

@@ -213,7 +213,12 @@ void ForkServer::set_spawn_handler(SpawnHandler handler) {
 }
 
 void ForkServer::set_gone_handler(GoneHandler handler) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
+  if (gone_) {  // gone before anyone listened: tell now
+    lock.unlock();
+    handler();
+    return;
+  }
   gone_handler_ = std::move(handler);
 }
 

@@ -117,11 +117,18 @@ bool wait_all(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
 
 int wait_any(const std::vector<Msg>& msgs, std::chrono::nanoseconds timeout) {
   const Deadline deadline = deadline_after(timeout);
+  // Its slices are too short to start a rescuer each (see ResultState::wait_until): a lane
+  // body that waits here long gets one for the whole wait.
+  const Deadline rescue_at = deadline_after(detail::kWaitBeforeRescue);
+  std::shared_ptr<void> rescuer;
   for (;;) {
     for (std::size_t i = 0; i < msgs.size(); ++i) {
       if (msgs[i].ready()) return static_cast<int>(i);
     }
     if (msgs.empty() || Clock::now() >= deadline) return -1;
+    if (!rescuer && Clock::now() >= rescue_at) {
+      if (detail::RescueStarter start = detail::thread_rescue_starter()) rescuer = start();
+    }
     // Drive the first pending one for a short slice, then look at all again.
     for (const Msg& m : msgs) {
       if (!m.ready()) {

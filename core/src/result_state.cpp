@@ -61,25 +61,25 @@ void ResultState::on_settled(std::function<void()> f) {
   f();
 }
 
-namespace {
-// A helped wait first drives as any waiter would: a remote reply mostly comes within this.
-constexpr auto kDriveBeforeHelping = std::chrono::microseconds(300);
-}  // namespace
-
-WaitHelper& thread_wait_helper() noexcept {
-  thread_local WaitHelper helper = nullptr;
-  return helper;
+RescueStarter& thread_rescue_starter() noexcept {
+  thread_local RescueStarter starter = nullptr;
+  return starter;
 }
 
 bool ResultState::wait_until(Deadline until) {
   if (settled()) return true;
-  // Only untimed waits are helped (the graph's wait has no timeout), and only those that
-  // something else settles in time: a driver's sweep, or no deadline at all.
-  if (WaitHelper help = thread_wait_helper(); help != nullptr && until == Deadline::max() &&
-                                              (driver_ != nullptr || deadline == Deadline::max())) {
-    if (driver_ != nullptr) driver_->drive(*this, deadline_after(kDriveBeforeHelping));
-    if (!settled()) help(*this);
-    return settled();
+  std::shared_ptr<void> rescuer;  // released when this wait ends, however it ends
+  if (RescueStarter start_rescuer = thread_rescue_starter()) {
+    // A lane body: wait briefly by itself first (a remote reply mostly comes within this).
+    const Deadline alone = std::min(until, deadline_after(kWaitBeforeRescue));
+    if (driver_ != nullptr) {
+      driver_->drive(*this, alone);
+    } else {
+      while (!settled_or_expired() && Clock::now() < alone) ::sched_yield();
+    }
+    if (settled()) return true;
+    if (Clock::now() >= until) return false;
+    rescuer = start_rescuer();
   }
   if (driver_ != nullptr) {
     driver_->drive(*this, until);

@@ -62,11 +62,14 @@ Msg from_wire(const wire::Msg& m) {
 FrameView FrameBuilder::build(const EnvelopeFields& fields) {
   // FlatBuffers checks its 2 GiB limit only by assertion (not in release builds): past it the
   // offsets wrap and the frame is garbage. No frame may exceed kMaxFrameBytes anyway.
-  std::size_t bytes = fields.error.size();
+  // FlatBuffers' own bytes: at most this per message (table, vtable, string and vector
+  // headers), per url, and per frame.
+  constexpr std::size_t kPerMessage = 96, kPerUrl = 8, kPerFrame = 64;
+  std::size_t bytes = kPerFrame + fields.error.size();
   for (const Msg& m : fields.messages) {
-    bytes += m.id().size() + m.name().size() + m.role().size() + m.content().size() +
+    bytes += kPerMessage + m.id().size() + m.name().size() + m.role().size() + m.content().size() +
              m.metadata().size() + m.payload().size();
-    for (const std::string& u : m.url()) bytes += u.size();
+    for (const std::string& u : m.url()) bytes += kPerUrl + u.size();
   }
   if (bytes > kMaxFrameBytes) {
     throw Error("a message of " + std::to_string(bytes) +

@@ -1,6 +1,7 @@
 // Distributed agents in local mode: placeholders, ordering, parallelism, errors, handles,
 // server management. The behaviours AgentScope's own suite checks, ported.
 #include <gtest/gtest.h>
+#include <oneapi/tbb/global_control.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/core/detail/result_state.hpp"
 
 namespace troupe {
 namespace {
@@ -273,6 +275,27 @@ TEST(DistAgentTest, AnInProcessAgentsDeferredReplyMayCallARemoteAgent) {
   Msg y = asker(slow(Msg("u", "y")));
   EXPECT_EQ(x.content(), "R:1:S(x)");
   EXPECT_EQ(y.content(), "R:2:S(y)");
+}
+
+TEST(DistAgentTest, AReplyWaitingLongHoldsNothingItsRescuerRunsInto) {
+  // A's and B's deferred replies both call the in-process agent C, whose reply() waits 100 ms
+  // for a remote answer. A's call to C runs at once on A's thread, holding C's lane; the
+  // rescuer that C's long wait starts takes B's call, which waits for C's lane. C's wait must
+  // not depend on that rescuer (it did once: C waited for its rescuer to come back).
+  tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
+  auto slow = Sleeper("S", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+  test::Asker c("C", slow);
+  test::Asker a("A", c);
+  test::Asker b("B", c);
+  auto gate_a = std::make_shared<detail::ResultState>();
+  auto gate_b = std::make_shared<detail::ResultState>();
+  Msg from_a = a(Msg::placeholder(gate_a));
+  Msg from_b = b(Msg::placeholder(gate_b));
+  gate_a->resolve(Msg("u", "x"));
+  gate_b->resolve(Msg("u", "y"));
+  EXPECT_TRUE(wait_all({from_a, from_b}, std::chrono::seconds(10)));
+  EXPECT_EQ(from_a.content(), "S(x)");
+  EXPECT_EQ(from_b.content(), "S(y)");
 }
 
 TEST(DistAgentTest, LocalAgentWithPendingInputDoesNotBlockTheProgram) {

@@ -34,12 +34,16 @@ class ProgressDriver {
   virtual void watch_deadline(std::weak_ptr<ResultState> state) = 0;
 };
 
-/// How a thread that runs graph tasks waits for a result: a lane's call body (a user's reply())
-/// must not block its TBB thread on a pending result, since the task that settles it may need
-/// that very thread (with 2 cores, TBB has one worker). Set while such a body runs: it waits by
-/// running the graph's other tasks (agent_lane.cpp). nullptr on other threads.
-using WaitHelper = void (*)(ResultState&);
-WaitHelper& thread_wait_helper() noexcept;
+/// A lane's call body (a user's reply()) runs on one of TBB's threads, and the task that would
+/// settle a result it reads may need a thread too (with 2 cores TBB has one worker). While such
+/// a body runs, its thread's RescueStarter is set: a wait that lasts starts a rescuer, a thread
+/// that runs the graph's tasks meanwhile, and lets it go by dropping the returned handle (null
+/// if none could start). The waiting thread itself keeps waiting as any other does (driving
+/// its result, honouring deadlines): it never waits for the rescuer (agent_lane.cpp).
+using RescueStarter = std::shared_ptr<void> (*)();
+RescueStarter& thread_rescue_starter() noexcept;
+/// How long a waiting lane body waits by itself before it starts a rescuer.
+inline constexpr std::chrono::microseconds kWaitBeforeRescue{300};
 
 class ResultState {
  public:
