@@ -37,62 +37,44 @@ tbb::task_arena& dispatcher_arena() {
   return *arena;
 }
 
-// A rescuer joins the arena and runs its tasks (the body that waits may not: TBB runs graph
-// tasks as critical ones, and a critical task's thread takes no other while it waits) until
-// `wake` runs: its `group` waits for that task, spawned when the body's wait ends.
+// A rescuer joins the arena and runs its tasks until `wake` runs: its `group` waits for that
+// task, spawned when the body's wait ends. The body's own thread cannot do this work: a thread
+// waiting inside a task takes no enqueued task, and work put into the graph from outside the
+// arena (an input resolved by the thread that reads replies) arrives as one. The group has a
+// context of its own: cancelling the body's graph must not reach it.
 struct Rescuer {
-  tbb::task_group group;
+  tbb::task_group_context context{tbb::task_group_context::isolated};
+  tbb::task_group group{context};
   tbb::task_handle wake;
 };
 
-// Rescuers to let go, for a task in the arena to wake. Passed through a mutex, not captured by
-// that task: TSan sees no ordering through the uninstrumented libtbb.
-struct DueRescuers {
-  std::mutex mutex;
-  std::vector<std::shared_ptr<Rescuer>> due;  // guarded by mutex
-};
-DueRescuers& due_rescuers() {
-  static auto* due = new DueRescuers;  // never destroyed, like the arena
-  return *due;
-}
-
-void wake_due_rescuers() {
-  std::vector<std::shared_ptr<Rescuer>> due;
-  {
-    std::lock_guard lock(due_rescuers().mutex);
-    due.swap(due_rescuers().due);
-  }
-  // Shared: the rescuer may return (its group done) while run() is still returning here.
-  for (auto& rescuer : due) rescuer->group.run(std::move(rescuer->wake));
-}
-
 // The RescueStarter of lane bodies. The rescuer runs detached: the body never waits for it
 // (a task it runs may need what the body holds), and it leaves after the task it is running
-// when the handle goes.
+// once the handle goes. It counts against kRescuers until its thread leaves the arena.
 std::shared_ptr<void> start_rescuer() {
   if (g_rescuers.fetch_add(1, std::memory_order_relaxed) >= kRescuers) {
     g_rescuers.fetch_sub(1, std::memory_order_relaxed);
     return nullptr;
   }
+  std::shared_ptr<Rescuer> rescuer;
+  std::shared_ptr<void> handle;
   try {
-    auto rescuer = std::make_shared<Rescuer>();
+    rescuer = std::make_shared<Rescuer>();
     rescuer->wake = rescuer->group.defer([] {});
+    // Made before the thread starts: nothing after it can throw. Its deleter, run on this
+    // thread (in the arena: a lane body's), spawns the prepared task, allocating nothing.
+    handle = std::shared_ptr<void>(
+        rescuer.get(), [rescuer](void*) noexcept { rescuer->group.run(std::move(rescuer->wake)); });
     std::thread([rescuer] {
       dispatcher_arena().execute([&] { rescuer->group.wait(); });
       g_rescuers.fetch_sub(1, std::memory_order_relaxed);
     }).detach();
-    return std::shared_ptr<void>(rescuer.get(), [rescuer](void*) {
-      {
-        std::lock_guard lock(due_rescuers().mutex);
-        due_rescuers().due.push_back(rescuer);
-      }
-      dispatcher_arena().enqueue(&wake_due_rescuers);
-    });
   } catch (...) {
-    // No thread (or no memory) for one: the body waits without.
+    // No thread (or no memory) for one: the body waits without (and asks again later).
     g_rescuers.fetch_sub(1, std::memory_order_relaxed);
-    return nullptr;
+    return nullptr;  // `handle`, if made, spawns `wake` for a group nobody waits on: harmless
   }
+  return handle;
 }
 
 }  // namespace

@@ -68,19 +68,21 @@ RescueStarter& thread_rescue_starter() noexcept {
 
 bool ResultState::wait_until(Deadline until) {
   if (settled()) return true;
+  const RescueStarter start_rescuer = thread_rescue_starter();
+  if (start_rescuer == nullptr) return wait_alone(until);
+  // A lane body: wait briefly by itself first (a remote reply mostly comes within this), then
+  // with a rescuer running the graph meanwhile. None free (all busy): look again every slice.
   std::shared_ptr<void> rescuer;  // released when this wait ends, however it ends
-  if (RescueStarter start_rescuer = thread_rescue_starter()) {
-    // A lane body: wait briefly by itself first (a remote reply mostly comes within this).
-    const Deadline alone = std::min(until, deadline_after(kWaitBeforeRescue));
-    if (driver_ != nullptr) {
-      driver_->drive(*this, alone);
-    } else {
-      while (!settled_or_expired() && Clock::now() < alone) ::sched_yield();
-    }
-    if (settled()) return true;
+  Deadline next = std::min(until, deadline_after(kWaitBeforeRescue));
+  for (;;) {
+    if (wait_alone(next)) return true;
     if (Clock::now() >= until) return false;
-    rescuer = start_rescuer();
+    if (!rescuer) rescuer = start_rescuer();
+    next = rescuer ? until : std::min(until, deadline_after(kRescueRetry));
   }
+}
+
+bool ResultState::wait_alone(Deadline until) {
   if (driver_ != nullptr) {
     driver_->drive(*this, until);
     if (settled()) return true;

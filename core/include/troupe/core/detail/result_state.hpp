@@ -42,8 +42,10 @@ class ProgressDriver {
 /// its result, honouring deadlines): it never waits for the rescuer (agent_lane.cpp).
 using RescueStarter = std::shared_ptr<void> (*)();
 RescueStarter& thread_rescue_starter() noexcept;
-/// How long a waiting lane body waits by itself before it starts a rescuer.
+/// How long a waiting lane body waits by itself before it starts a rescuer, and how often it
+/// asks again while none is free.
 inline constexpr std::chrono::microseconds kWaitBeforeRescue{300};
+inline constexpr std::chrono::milliseconds kRescueRetry{2};
 
 class ResultState {
  public:
@@ -97,7 +99,8 @@ class ResultState {
  private:
   template <class Set>
   bool settle(std::uint32_t status, Set&& set);
-  bool expire_if_due() noexcept;  // the slow half of settled_or_expired()
+  bool expire_if_due() noexcept;    // the slow half of settled_or_expired()
+  bool wait_alone(Deadline until);  // wait_until without a rescuer
 
   std::atomic<std::uint32_t> status_{kPending};
   std::atomic<std::uint32_t> sleepers_{0};
