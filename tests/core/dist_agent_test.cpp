@@ -298,6 +298,21 @@ TEST(DistAgentTest, AReplyWaitingLongHoldsNothingItsRescuerRunsInto) {
   EXPECT_EQ(from_b.content(), "S(y)");
 }
 
+TEST(DistAgentTest, ADeferredReplyWaitingOnATimedCallSeesItsTimeout) {
+  // The reply waits on a TBB thread, with a rescuer after 300 us: the call's own deadline
+  // still ends the wait (the waiting thread keeps checking it; the rescuer does not).
+  auto slow = Sleeper("S", {{"sleep_ms", 2000}})
+                  .to_dist({.lazy_launch = false, .timeout = std::chrono::milliseconds(100)});
+  test::Asker asker("A", slow);
+  auto gate = std::make_shared<detail::ResultState>();
+  Msg result = asker(Msg::placeholder(gate));  // deferred
+  const auto start = Clock::now();
+  gate->resolve(Msg("u", "x"));
+  EXPECT_TRUE(result.wait_for(std::chrono::seconds(10)));
+  EXPECT_LT(Clock::now() - start, 1500ms);  // the 100 ms timeout, not the 2 s reply
+  EXPECT_NE(result.error_message().find("timed out"), std::string::npos) << result.error_message();
+}
+
 TEST(DistAgentTest, LocalAgentWithPendingInputDoesNotBlockTheProgram) {
   Counter local("L");
   auto slow = Sleeper("S", {{"sleep_ms", 1000}}).to_dist({.lazy_launch = false});
