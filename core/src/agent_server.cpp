@@ -413,23 +413,15 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
       }
       AgentPtr agent = it->second;
       if (env->kind() == wire::Kind::Release) client->handles.erase(it);
-      bool start = false;
-      bool deleted = false;
-      {
-        std::lock_guard lock(agent->mutex);
-        deleted = agent->deleted && env->kind() != wire::Kind::Release;
-        if (!deleted) {
-          const std::size_t cost = frame_bytes + kQueuedCallOverhead;
-          client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
-          agent->mailbox.push_back({client, env->kind(), call_id, std::move(inputs), cost, {}});
-          start = !std::exchange(agent->running, true);
-        }
-      }
-      if (deleted) {
+      const Posted posted = post(
+          *agent,
+          {client, env->kind(), call_id, std::move(inputs), frame_bytes + kQueuedCallOverhead, {}},
+          /*refuse_if_deleted=*/env->kind() != wire::Kind::Release);
+      if (posted == Posted::kRefused) {
         reply_later(client, wire::Kind::Error, call_id, {},
                     agent->describe() + " was deleted from its server");
       }
-      if (start) schedule_from_receiver(std::move(agent));
+      if (posted == Posted::kStart) schedule_from_receiver(std::move(agent));
       return;
     }
     case wire::Kind::Create: {
@@ -444,15 +436,12 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
         client->handles[env->agent_id()] = agent;
         // Answered by a worker, in the agent's order: the first Create builds it there, and
         // the calls that follow queue behind.
-        bool start;
-        {
-          std::lock_guard lock(agent->mutex);
-          const std::size_t cost = frame_bytes + kQueuedCallOverhead;
-          client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
-          agent->mailbox.push_back({client, wire::Kind::Create, call_id, {}, cost, {}});
-          start = !std::exchange(agent->running, true);
+        if (post(
+                *agent,
+                {client, wire::Kind::Create, call_id, {}, frame_bytes + kQueuedCallOverhead, {}}) ==
+            Posted::kStart) {
+          schedule_from_receiver(std::move(agent));
         }
-        if (start) schedule_from_receiver(std::move(agent));
       } else {
         client->failed_handles[env->agent_id()] = error;
         reply_later(client, wire::Kind::Error, call_id, {}, error);
@@ -519,15 +508,20 @@ void AgentServer::reply_later(const ClientPtr& client, wire::Kind kind, std::uin
   // and reads no pong is held back, not given memory without end.
   std::size_t cost = kQueuedCallOverhead + error.size();
   for (const Msg& m : msgs) cost += m.content().size() + m.metadata().size();
-  const AgentPtr& postman = client->postman;
-  bool start;
-  {
-    std::lock_guard lock(postman->mutex);
-    client->queued_bytes.fetch_add(cost, std::memory_order_relaxed);
-    postman->mailbox.push_back({client, kind, call_id, std::move(msgs), cost, std::move(error)});
-    start = !std::exchange(postman->running, true);
+  if (post(*client->postman, {client, kind, call_id, std::move(msgs), cost, std::move(error)}) ==
+      Posted::kStart) {
+    schedule_from_receiver(client->postman);
   }
-  if (start) schedule_from_receiver(postman);
+}
+
+AgentServer::Posted AgentServer::post(detail::ServedAgent& agent, detail::ServedCall call,
+                                      bool refuse_if_deleted) {
+  ServedClient& client = *call.client;
+  std::lock_guard lock(agent.mutex);
+  if (refuse_if_deleted && agent.deleted) return Posted::kRefused;
+  client.queued_bytes.fetch_add(call.cost, std::memory_order_relaxed);
+  agent.mailbox.push_back(std::move(call));
+  return std::exchange(agent.running, true) ? Posted::kQueued : Posted::kStart;
 }
 
 void AgentServer::make_runnable(const AgentPtr& agent, bool wake) {
@@ -719,13 +713,9 @@ void AgentServer::drop_client(const ClientPtr& client) {
   clients_version_.fetch_add(1, std::memory_order_release);
   // Its handles are released after the calls it already sent.
   for (auto& [id, agent] : client->handles) {
-    bool start;
-    {
-      std::lock_guard lock(agent->mutex);
-      agent->mailbox.push_back({client, wire::Kind::Release, 0, {}, 0, {}});
-      start = !std::exchange(agent->running, true);
+    if (post(*agent, {client, wire::Kind::Release, 0, {}, 0, {}}) == Posted::kStart) {
+      make_runnable(agent);
     }
-    if (start) make_runnable(agent);
   }
   client->handles.clear();
   // The server ends with its owner (the program that launched it), once no other client

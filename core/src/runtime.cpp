@@ -10,7 +10,6 @@
 
 #include "troupe/core/agent_server.hpp"
 #include "troupe/core/child_process.hpp"
-#include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/core/detail/private_futex.hpp"
 #include "troupe/core/error.hpp"

@@ -82,11 +82,11 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     ec = channel_->send(frame, limit, flush);
   } catch (...) {
     // Out of memory, most likely: the call fails with it rather than waiting for ever.
-    if (ResultPtr failed = take_pending(call_id)) failed->fail(std::current_exception());
+    if (ResultPtr failed = take_pending(call_id).state) failed->fail(std::current_exception());
     return;
   }
   if (!ec) return;
-  ResultPtr failed = take_pending(call_id);
+  ResultPtr failed = take_pending(call_id).state;
   if (!failed) return;
   std::string text = *who + ": sending to its server (" + where_ + "): " + ec.message();
   if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
@@ -104,15 +104,15 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
   }
 }
 
-ResultPtr ServerLink::take_pending(std::uint64_t call_id) {
+ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
   std::lock_guard lock(mutex_);
   auto it = pending_.find(call_id);
-  if (it == pending_.end()) return nullptr;
-  ResultPtr state = std::move(it->second.state);
-  if (state->deadline != Deadline::max()) --timed_;
+  if (it == pending_.end()) return {};
+  Pending call = std::move(it->second);
+  if (call.state->deadline != Deadline::max()) --timed_;
   pending_.erase(it);
   count_outstanding();
-  return state;
+  return call;
 }
 
 std::size_t ServerLink::pump(Deadline deadline) {
@@ -173,16 +173,8 @@ void ServerLink::on_frame(FrameBytes frame) {
     return;
   }
   if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Pong) return;
-  Pending call;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = pending_.find(env->call_id());
-    if (it == pending_.end()) return;  // timed out earlier: the late reply is dropped
-    call = std::move(it->second);
-    if (call.state->deadline != Deadline::max()) --timed_;
-    pending_.erase(it);
-    count_outstanding();
-  }
+  Pending call = take_pending(env->call_id());
+  if (!call.state) return;  // timed out earlier: the late reply is dropped
   if (kind == wire::Kind::Error) {
     call.state->fail(std::make_exception_ptr(
         RemoteError(env->error() ? env->error()->str() : *call.who + " failed")));

@@ -92,6 +92,11 @@ class AgentServerTest : public ::testing::Test {
     std::vector<Msg> d{Msg().set_name(name).set_content(cls).set_metadata(kwargs)};
     send(on, {.kind = wire::Kind::Create, .call_id = 1000 + id, .agent_id = id, .messages = d});
   }
+  // The server's info, asked over the fixture's client.
+  nlohmann::json ask_info() {
+    send({.kind = wire::Kind::Info, .call_id = 3});
+    return nlohmann::json::parse(expect_next(wire::Kind::Result).msg.metadata());
+  }
   void call(std::uint64_t id, std::uint64_t call_id, const std::string& content) {
     call(*client_, id, call_id, content);
   }
@@ -161,9 +166,7 @@ TEST_F(AgentServerTest, ConstructorThrowingANonStandardExceptionIsAnError) {
 TEST_F(AgentServerTest, InfoOnAgentNamesThatAreNotUtf8) {
   create(1, "Counter", "caf\xe9");
   expect_next(wire::Kind::Result);
-  send({.kind = wire::Kind::Info, .call_id = 3});
-  Reply r = expect_next(wire::Kind::Result);
-  auto info = nlohmann::json::parse(r.msg.metadata());
+  const nlohmann::json info = ask_info();
   ASSERT_EQ(info["agents"].size(), 1u);
   EXPECT_EQ(info["agents"][0]["name"], "caf\xef\xbf\xbd");  // U+FFFD for the stray byte
   call(1, 5, "x");
@@ -207,9 +210,7 @@ TEST_F(AgentServerTest, UnknownAgentIdAndUnexpectedKind) {
 TEST_F(AgentServerTest, InfoReportsAgentsAndQueues) {
   create(1, "Counter", "A");
   expect_next(wire::Kind::Result);
-  send({.kind = wire::Kind::Info, .call_id = 3});
-  Reply r = expect_next(wire::Kind::Result);
-  auto info = nlohmann::json::parse(r.msg.metadata());
+  const nlohmann::json info = ask_info();
   EXPECT_EQ(info["pid"], ::getpid());
   ASSERT_EQ(info["agents"].size(), 1u);
   EXPECT_EQ(info["agents"][0]["name"], "A");

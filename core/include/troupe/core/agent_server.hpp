@@ -65,6 +65,7 @@ struct ServerInfo {
 
 namespace detail {
 struct ServedAgent;
+struct ServedCall;
 struct ServedClient;
 }  // namespace detail
 
@@ -107,6 +108,11 @@ class AgentServer {
   void build(detail::ServedAgent& served);
   // The receiver's: runs `agent` next itself, or hands it to a follower.
   void schedule_from_receiver(AgentPtr agent);
+  // Queues `call` in `agent`'s mailbox, counted in its client's budget (nothing, if
+  // `refuse_if_deleted` and the agent was deleted). kStart: no worker owns the mailbox, so
+  // the caller must schedule the agent.
+  enum class Posted { kQueued, kStart, kRefused };
+  Posted post(detail::ServedAgent& agent, detail::ServedCall call, bool refuse_if_deleted = false);
   // The receiver's: a reply to `client`, sent by a worker (the client's postman).
   void reply_later(const ClientPtr& client, wire::Kind kind, std::uint64_t call_id,
                    std::vector<Msg> msgs = {}, std::string error = {});
