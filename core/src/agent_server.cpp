@@ -297,6 +297,19 @@ void AgentServer::worker_loop() {
                                      : kFollowerIdle);
     }
     sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
+    // Awake (woken or not): the next hand-over may wake another follower.
+    follower_wake_pending_.store(false, std::memory_order_relaxed);
+  }
+}
+
+void AgentServer::wake_follower() noexcept {
+  // One wake-up per nap: until a woken follower runs, further hand-overs do not make the
+  // system call again (it drains the runnable queue once awake). seq_cst pairs with the
+  // follower's increment of sleeping_followers_ before its look at the queue.
+  if (sleeping_followers_.load(std::memory_order_seq_cst) > 0 &&
+      !follower_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+    work_signal_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_private(work_signal_, 1);
   }
 }
 
@@ -533,10 +546,7 @@ void AgentServer::make_runnable(const AgentPtr& agent, bool wake) {
     runnable_size_.store(waiting, std::memory_order_relaxed);
   }
   // The caller takes one runnable agent itself (unless `wake`); wake a follower for any more.
-  if ((wake || waiting > 1) && sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
-    work_signal_.fetch_add(1, std::memory_order_seq_cst);
-    detail::futex_wake_private(work_signal_, 1);
-  }
+  if (wake || waiting > 1) wake_follower();
 }
 
 void AgentServer::run_agent(const AgentPtr& served) {
@@ -546,11 +556,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // A server with one agent runs it on one worker at a time: plain stores of a flag tell the
   // followers, instead of two read-modify-writes of the shared count per call.
   const bool counted = hosts_several_agents() || !served->agent;  // a postman runs beside one
-  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0 &&
-      sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
-    work_signal_.fetch_add(1, std::memory_order_seq_cst);
-    detail::futex_wake_private(work_signal_, 1);
-  }
+  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0) wake_follower();
   if (!counted) lone_running_.store(true, std::memory_order_relaxed);
   struct Done {
     AgentServer& server;

@@ -97,6 +97,8 @@ class AgentServer {
   using ClientPtr = std::shared_ptr<detail::ServedClient>;
 
   void worker_loop();
+  /// Wakes one napping follower for work handed over, unless one is being woken already.
+  void wake_follower() noexcept;
   bool receive(bool may_block);
   void on_frame(const ClientPtr& client, FrameBytes frame);
   // on_frame's work once the frame is verified; may throw (on_frame answers with the error).
@@ -156,6 +158,7 @@ class AgentServer {
   std::atomic<bool> receiving_{false};         // the receiver's role is taken
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};
+  std::atomic<bool> follower_wake_pending_{false};  // a follower was woken and has not run yet
   std::atomic<int> running_{0};  // workers running an agent's mailbox (several agents hosted)
   std::atomic<bool> lone_running_{false};  // the same while it hosts one agent (see run_agent)
   std::atomic<std::uint64_t> malformed_{0};
