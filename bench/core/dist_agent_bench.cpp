@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <troupe/troupe.hpp>
 
@@ -267,6 +269,56 @@ void BM_StartUp(benchmark::State& state) {
   state.SetLabel(shared ? "100 agents on one child" : "100 agents, one child each");
 }
 BENCHMARK(BM_StartUp)->Arg(0)->Arg(1)->UseRealTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+
+/// Resident memory of a process in KiB (0 when unknown).
+long resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// A population: N agents on one child, each called once per round, all calls of a round in
+// flight (a simulation step). Its baseline is BM_CallsInFlight/1024: the same calls to one
+// agent. Counters: the set-up's time per agent, and the memory each agent costs the program
+// and its server (resident growth over the set-up, divided by N).
+void BM_Population(benchmark::State& state) {
+  const auto count = static_cast<std::size_t>(state.range(0));
+  const long program_before = resident_kib(::getpid());
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<troupe::DistAgent> agents;
+  agents.reserve(count);
+  agents.push_back(Echo("P0").to_dist({.lazy_launch = false}));
+  const long server_before = resident_kib(agents[0].server_pid());
+  const int port = agents[0].port();
+  for (std::size_t i = 1; i < count; ++i) {
+    agents.push_back(Echo("P" + std::to_string(i)).to_dist({.port = port, .launch_server = false}));
+  }
+  const troupe::Msg x("user", kContent, "user");
+  std::vector<troupe::Msg> results;
+  results.reserve(count);
+  for (auto& agent : agents) results.push_back(agent(x));
+  troupe::wait_all(results);  // every agent built and answering
+  const double setup_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const auto per_agent = [&](long after, long before) {
+    return 1024.0 * static_cast<double>(after - before) / static_cast<double>(count);
+  };
+  state.counters["setup_us_per_agent"] = 1e6 * setup_s / static_cast<double>(count);
+  state.counters["program_B_per_agent"] = per_agent(resident_kib(::getpid()), program_before);
+  state.counters["server_B_per_agent"] =
+      per_agent(resident_kib(agents[0].server_pid()), server_before);
+  for (auto _ : state) {
+    results.clear();
+    for (auto& agent : agents) results.push_back(agent(x));
+    troupe::wait_all(results);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * count));
+  state.SetLabel(std::to_string(count) + " agents on one child, one call each per round");
+}
+BENCHMARK(BM_Population)->Arg(10000)->Arg(100000)->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 

@@ -186,15 +186,26 @@ void AgentLane::admit(LaneCallPtr call) {
     execute(*call);  // the direct path: no graph node, no task, no wake-up
     return;
   }
-  if (!sequencer_) make_nodes();
+  std::exception_ptr refusal;
   {
     std::lock_guard admitted_lock(admitted_mutex_);
-    if (admitted_.size() >= sweep_at_) {
-      std::erase_if(admitted_, [](const std::weak_ptr<LaneCall>& c) { return c.expired(); });
-      sweep_at_ = std::max<std::size_t>(64, 2 * admitted_.size());
+    refusal = refusal_;
+    if (!refusal) {
+      if (admitted_.size() >= sweep_at_) {
+        std::erase_if(admitted_, [](const std::weak_ptr<LaneCall>& c) { return c.expired(); });
+        sweep_at_ = std::max<std::size_t>(64, 2 * admitted_.size());
+      }
+      admitted_.push_back(call);
     }
-    admitted_.push_back(call);
   }
+  if (refusal) {
+    // The agent's server is gone: fail at once rather than wait for inputs, and take no
+    // sequence number (no later call waits for this one). Settled outside the locks.
+    lock.unlock();
+    call->result->fail(refusal);
+    return;
+  }
+  if (!sequencer_) make_nodes();
   // Nothing below throws until the lock is released: a call that took a sequence number must
   // reach the sequencer, or every later call of the lane would wait for it.
   call->seq = next_seq_++;
@@ -234,6 +245,26 @@ void AgentLane::admit(LaneCallPtr call) {
   }
 }
 
+void AgentLane::fail_unstarted(std::exception_ptr error) {
+  std::vector<std::weak_ptr<LaneCall>> admitted;
+  {
+    std::lock_guard lock(admitted_mutex_);
+    if (!refusal_) refusal_ = error;
+    admitted.swap(admitted_);
+  }
+  fail_if_unstarted(admitted, error);
+}
+
+void AgentLane::fail_if_unstarted(const std::vector<std::weak_ptr<LaneCall>>& calls,
+                                  const std::exception_ptr& error) {
+  // A call that has not started fails now; when its inputs resolve later it reaches the
+  // runner with its result settled, and execute() abandons it. One that started finishes.
+  for (const auto& weak : calls) {
+    LaneCallPtr call = weak.lock();
+    if (call && !call->started.load(std::memory_order_seq_cst)) call->result->fail(error);
+  }
+}
+
 void AgentLane::close(std::string why) {
   std::vector<std::weak_ptr<LaneCall>> admitted;
   {
@@ -243,14 +274,7 @@ void AgentLane::close(std::string why) {
     closing_.store(true, std::memory_order_seq_cst);
     admitted.swap(admitted_);
   }
-  // A call that has not started fails now; when its inputs resolve later it finds the lane
-  // closed and its result settled, and touches nothing. One that started finishes normally.
-  for (const auto& weak : admitted) {
-    LaneCallPtr call = weak.lock();
-    if (call && !call->started.load(std::memory_order_seq_cst)) {
-      call->result->fail(std::make_exception_ptr(Error(closed_why_)));
-    }
-  }
+  fail_if_unstarted(admitted, std::make_exception_ptr(Error(closed_why_)));
   // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()). Not when the owner is
   // destroyed by its own call, on the runner's thread: that call would wait for itself.
   if (executing_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;

@@ -169,6 +169,29 @@ RpcAgentServerLauncher::RpcAgentServerLauncher(std::string agent_class, Kwargs a
       port_(port),
       local_mode_(local_mode) {}
 
+RpcAgentServerLauncher::RpcAgentServerLauncher(RpcAgentServerLauncher&& other) noexcept
+    : agent_class_(std::move(other.agent_class_)),
+      agent_kwargs_(std::move(other.agent_kwargs_)),
+      host_(std::move(other.host_)),
+      port_(other.port_),
+      local_mode_(other.local_mode_),
+      link_(std::move(other.link_)) {}
+
+RpcAgentServerLauncher& RpcAgentServerLauncher::operator=(RpcAgentServerLauncher&& other) noexcept {
+  if (this == &other) return *this;
+  try {
+    shutdown();
+  } catch (...) {
+  }
+  agent_class_ = std::move(other.agent_class_);
+  agent_kwargs_ = std::move(other.agent_kwargs_);
+  host_ = std::move(other.host_);
+  port_ = other.port_;
+  local_mode_ = other.local_mode_;
+  link_ = std::move(other.link_);
+  return *this;
+}
+
 RpcAgentServerLauncher::~RpcAgentServerLauncher() {
   try {
     shutdown();

@@ -53,7 +53,7 @@ void RemoteAgent::ensure_placed() {
     link->request(wire::Kind::Create, agent_id_, description,
                   std::make_shared<ResultState>(Runtime::get()), who());
     // Handles of one server agent (by name) share its lane: one agent, one program order.
-    lane_ = link->lane_for(name_);
+    lane_ = link->lane_for(name_, who());
     link_ = std::move(link);
     placed_.store(link_.get(), std::memory_order_release);
   } catch (...) {

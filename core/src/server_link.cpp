@@ -35,19 +35,32 @@ ServerLink::~ServerLink() { close(); }
 
 void ServerLink::close() noexcept { channel_->close(); }
 
-std::shared_ptr<AgentLane> ServerLink::lane_for(const std::string& name) {
-  std::lock_guard lock(lanes_mutex_);
-  if (lanes_.size() >= lanes_sweep_at_) {
-    std::erase_if(lanes_, [](const auto& entry) { return entry.second.expired(); });
-    lanes_sweep_at_ = std::max<std::size_t>(64, 2 * lanes_.size());
-  }
-  std::weak_ptr<AgentLane>& weak = lanes_[name];
-  std::shared_ptr<AgentLane> lane = weak.lock();
-  if (!lane) {
+std::shared_ptr<AgentLane> ServerLink::lane_for(const std::string& name, const Who& who) {
+  std::shared_ptr<AgentLane> lane;
+  {
+    std::lock_guard lock(lanes_mutex_);
+    if (lanes_.size() >= lanes_sweep_at_) {
+      std::erase_if(lanes_, [](const auto& entry) { return entry.second.lane.expired(); });
+      lanes_sweep_at_ = std::max<std::size_t>(64, 2 * lanes_.size());
+    }
+    PlacedLane& placed = lanes_[name];
+    lane = placed.lane.lock();
+    if (lane) return lane;
     lane = std::make_shared<AgentLane>();
-    weak = lane;
+    placed = {lane, who};
   }
+  // mark_dead() sets dead_ before it looks at the lanes: it found this one, or this sees it.
+  if (dead()) fail_waiting_calls(*lane, who);
   return lane;
+}
+
+void ServerLink::fail_waiting_calls(AgentLane& lane, const Who& who) {
+  std::string death;
+  {
+    std::lock_guard lock(mutex_);
+    death = death_;
+  }
+  lane.fail_unstarted(std::make_exception_ptr(AgentDied(*who + ": " + death)));
 }
 
 void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
@@ -223,6 +236,16 @@ void ServerLink::mark_dead(const std::string& why) {
     call.state->fail(std::make_exception_ptr(AgentDied(*call.who + ": " + why)));
   }
   channel_->close();  // nothing more will travel on it
+  // Calls not sent yet fail too: those waiting for inputs that may never come, and those
+  // queued behind them (and the lanes refuse later ones at once).
+  std::vector<std::pair<std::shared_ptr<AgentLane>, Who>> lanes;
+  {
+    std::lock_guard lock(lanes_mutex_);
+    for (const auto& [name, placed] : lanes_) {
+      if (auto lane = placed.lane.lock()) lanes.emplace_back(std::move(lane), placed.who);
+    }
+  }
+  for (const auto& [lane, who] : lanes) fail_waiting_calls(*lane, who);
 }
 
 void ServerLink::read_last_words() {

@@ -55,6 +55,35 @@ TEST(AgentDiedTest, DependantsOfADeadAgentsCallsFailToo) {
   EXPECT_EQ(next(Msg("u", "b")).content(), "N:1:b");
 }
 
+// Calls not sent yet fail too: one waiting (in the dispatcher) for an input that comes only
+// much later, one with a ready input queued behind it, and one made after the death.
+TEST(AgentDiedTest, CallsWaitingForInputsFailWhenTheirServerDies) {
+  auto slow = test::Sleeper("S", {{"sleep_ms", 10000}}).to_dist({.lazy_launch = false});
+  auto victim = test::Counter("V").to_dist({.lazy_launch = false});
+  Msg input = slow(Msg("u", "a"));
+  Msg waiting = victim(input);
+  Msg queued = victim(Msg("u", "b"));
+  ASSERT_FALSE(queued.ready());
+
+  const auto killed_at = Clock::now();
+  ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
+  for (const Msg* m : {&waiting, &queued}) {
+    try {
+      (void)m->content();
+      FAIL() << "a call on a killed server succeeded";
+    } catch (const AgentDied& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("agent 'V'"), std::string::npos) << what;
+      EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
+    }
+  }
+  EXPECT_LT(Clock::now() - killed_at, 2s);  // not the sleeper's 10 s
+  EXPECT_THROW((void)victim(input).content(), AgentDied);
+  EXPECT_THROW((void)victim(Msg("u", "c")).content(), AgentDied);
+  EXPECT_FALSE(input.ready());  // the other agent is untouched
+  slow.shutdown();
+}
+
 TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   RpcAgentServerLauncher launcher;
   launcher.launch();

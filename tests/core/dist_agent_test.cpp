@@ -150,6 +150,30 @@ TEST(DistAgentTest, LauncherWithAnAgentClassAndClientsAttachingToIt) {
   EXPECT_EQ(one.server_pid(), launcher.pid());
 }
 
+// A launcher owns its server: it moves (a vector may reallocate) without ending it, and
+// cannot be copied (a copy's destructor would end the server under the original).
+static_assert(!std::is_copy_constructible_v<RpcAgentServerLauncher>);
+static_assert(std::is_nothrow_move_constructible_v<RpcAgentServerLauncher>);
+TEST(DistAgentTest, LaunchersMoveWithoutEndingTheirServers) {
+  std::vector<RpcAgentServerLauncher> launchers;
+  launchers.emplace_back("Counter", Kwargs{{"name", "First"}});
+  launchers.back().launch();
+  const int port = launchers.back().port();
+  const pid_t pid = launchers.back().pid();
+  auto first = Counter("First").to_dist({.port = port, .launch_server = false});
+  EXPECT_EQ(first(Msg("u", "a")).content(), "First:1:a");
+  for (int i = 0; i < 4; ++i) launchers.emplace_back();  // reallocates, moving the first
+  EXPECT_EQ(launchers.front().pid(), pid);
+  EXPECT_EQ(first(Msg("u", "b")).content(), "First:2:b");
+
+  RpcAgentServerLauncher taken = std::move(launchers.front());
+  EXPECT_EQ(launchers.front().pid(), 0);  // moved from: empty, owns nothing
+  launchers.clear();                      // ends nothing
+  EXPECT_EQ(first(Msg("u", "c")).content(), "First:3:c");
+  taken.shutdown();
+  EXPECT_THROW((void)first(Msg("u", "d")).content(), AgentDied);
+}
+
 TEST(DistAgentTest, TwoHandlesAttachedToOneServerAgentKeepProgramOrder) {
   RpcAgentServerLauncher launcher("Counter", {{"name", "Shared"}});
   launcher.launch();

@@ -104,11 +104,19 @@ class DistAgent {
 /// agent is created at launch (its name from agent_kwargs["name"]) and clients attach to it
 /// with to_dist({.port = ..., .launch_server = false}); without, the server hosts whatever
 /// registered classes its clients ask for.
+///
+/// A launcher owns the server it launched (its destructor shuts it down), so it moves but does
+/// not copy, like std::thread: a moved-from launcher is empty and ends nothing.
 class RpcAgentServerLauncher {
  public:
   explicit RpcAgentServerLauncher(std::string agent_class = {}, Kwargs agent_kwargs = {},
                                   std::string host = "localhost", int port = 0,
                                   bool local_mode = true);
+  RpcAgentServerLauncher(const RpcAgentServerLauncher&) = delete;
+  RpcAgentServerLauncher& operator=(const RpcAgentServerLauncher&) = delete;
+  RpcAgentServerLauncher(RpcAgentServerLauncher&& other) noexcept;
+  /// Shuts down this launcher's server first, then takes over `other`'s.
+  RpcAgentServerLauncher& operator=(RpcAgentServerLauncher&& other) noexcept;
   ~RpcAgentServerLauncher();
   /// Starts the server; throws troupe::Error (port in use, unknown class...).
   void launch();

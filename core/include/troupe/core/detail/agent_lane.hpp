@@ -75,6 +75,10 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// now with troupe::Error(`why`), without waiting for its inputs, and never runs; then this
   /// waits for a call that started to finish. After it, no call touches the owner.
   void close(std::string why);
+  /// The agent's server is gone: every admitted call that has not started fails now with
+  /// `error` (its inputs may never resolve), and so does every call admitted later, at once.
+  /// A call already running is not waited for: it fails on its own, on the dead link.
+  void fail_unstarted(std::exception_ptr error);
   /// After close(): the text calls that have not run fail with; else nullptr. A graph call
   /// asks it after it is counted as executing (the Dekker pair with close()).
   const std::string* closed() const noexcept {
@@ -88,6 +92,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// Fails `result` with the first failed input's error ("the same way"); true if it did.
   static bool fail_on_failed_input(std::span<const Msg> inputs, ResultState& result);
   void make_nodes();
+  static void fail_if_unstarted(const std::vector<std::weak_ptr<LaneCall>>& calls,
+                                const std::exception_ptr& error);
 
   std::mutex admit_mutex_;
   std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
@@ -102,7 +108,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   // doubles.
   std::mutex admitted_mutex_;
   std::vector<std::weak_ptr<LaneCall>> admitted_;  // guarded by admitted_mutex_
-  std::size_t sweep_at_ = 64;                      // guarded by admitted_mutex_
+  std::exception_ptr refusal_;  // guarded by admitted_mutex_: set by fail_unstarted()
+  std::size_t sweep_at_ = 64;   // guarded by admitted_mutex_
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };

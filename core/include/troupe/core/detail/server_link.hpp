@@ -76,8 +76,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
 
   /// The lane of the agent `name` on this server, shared by every handle placed through this
   /// link under that name (launched with it, joined or attached by name): one agent, one
-  /// program order, and one channel, whose frames the server reads in order.
-  std::shared_ptr<AgentLane> lane_for(const std::string& name);
+  /// program order, and one channel, whose frames the server reads in order. When the link
+  /// dies, the calls waiting in its lanes fail with AgentDied (named after `who`) too.
+  std::shared_ptr<AgentLane> lane_for(const std::string& name, const Who& who);
 
  private:
   struct Pending {
@@ -95,6 +96,8 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   Pending take_pending(std::uint64_t call_id);
   // Delivers what the server sent before it went (a start-up error, its Hello).
   void read_last_words();
+  // Fails the calls waiting in `lane` (for inputs, or behind such calls): the link is dead.
+  void fail_waiting_calls(AgentLane& lane, const Who& who);
 
   std::unique_ptr<Channel> channel_;
   const bool launched_;
@@ -118,7 +121,11 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::atomic<int> bound_{0};
 
   std::mutex lanes_mutex_;  // apart from mutex_: taken only when an agent is placed
-  std::unordered_map<std::string, std::weak_ptr<AgentLane>> lanes_;  // guarded by lanes_mutex_
+  struct PlacedLane {
+    std::weak_ptr<AgentLane> lane;
+    Who who;
+  };
+  std::unordered_map<std::string, PlacedLane> lanes_;  // guarded by lanes_mutex_
   std::size_t lanes_sweep_at_ = 64;  // guarded by lanes_mutex_; expired entries go when reached
 };
 
