@@ -67,8 +67,16 @@ DistAgent AgentBase::to_dist(const DistOptions& options) const {
                 ") to a source file");
   }
   check_options(options);
+  std::string kwargs_json;
+  try {
+    kwargs_json = kwargs().dump();
+  } catch (const std::exception& e) {
+    throw Error("to_dist: the kwargs of agent '" + name() +
+                "' cannot travel as JSON text: " + e.what());
+  }
   detail::Runtime::require("to_dist");
-  auto agent = std::make_shared<detail::RemoteAgent>(name(), class_name, kwargs(), options);
+  auto agent =
+      std::make_shared<detail::RemoteAgent>(name(), class_name, std::move(kwargs_json), options);
   if (!options.launch_server || !options.lazy_launch) agent->ensure_placed();
   return DistAgent(std::move(agent));
 }
@@ -209,8 +217,23 @@ void RpcAgentServerLauncher::launch() {
       detail::AgentRegistry::instance().create(agent_class_, "", Kwargs::object());
     }
     Kwargs kwargs = agent_kwargs_.is_null() ? Kwargs::object() : agent_kwargs_;
-    std::string name = kwargs.value("name", agent_class_);
-    pinned = {{"class", agent_class_}, {"name", name}, {"kwargs", kwargs}};
+    if (!kwargs.is_object()) {
+      throw Error(std::string("RpcAgentServerLauncher: agent_kwargs must be a JSON object, not ") +
+                  kwargs.type_name());
+    }
+    const Kwargs::const_iterator name = kwargs.find("name");
+    if (name != kwargs.end() && !name->is_string()) {
+      throw Error("RpcAgentServerLauncher: agent_kwargs[\"name\"] must be a string");
+    }
+    pinned = {{"class", agent_class_},
+              {"name", name != kwargs.end() ? name->get<std::string>() : agent_class_},
+              {"kwargs", kwargs}};
+    try {
+      (void)pinned.dump();
+    } catch (const std::exception& e) {
+      throw Error(std::string("RpcAgentServerLauncher: agent_kwargs cannot travel as JSON text: ") +
+                  e.what());
+    }
   }
   auto& runtime = detail::Runtime::require("RpcAgentServerLauncher::launch");
   link_ = runtime.launch({.host = host_, .port = port_, .lazy_launch = false}, pinned);

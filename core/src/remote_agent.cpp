@@ -11,13 +11,13 @@ constexpr std::uint32_t kPumpEvery = 32;  // a caller issuing many calls deliver
 
 }  // namespace
 
-RemoteAgent::RemoteAgent(std::string name, std::string class_name, Kwargs kwargs,
+RemoteAgent::RemoteAgent(std::string name, std::string class_name, std::string kwargs_json,
                          DistOptions options)
     : name_(std::move(name)),
       class_name_(std::move(class_name)),
       description_(
           std::make_shared<const std::string>("agent '" + name_ + "' (class " + class_name_ + ")")),
-      kwargs_(std::move(kwargs)),
+      kwargs_json_(std::move(kwargs_json)),
       options_(std::move(options)) {}
 
 RemoteAgent::~RemoteAgent() {
@@ -49,7 +49,7 @@ void RemoteAgent::ensure_placed() {
     agent_id_ = link->new_agent_id();
     // Created (or attached to, by name) in the server; a failure there fails later calls.
     std::vector<Msg> description{
-        Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_.dump())};
+        Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_json_)};
     link->request(wire::Kind::Create, agent_id_, description,
                   std::make_shared<ResultState>(Runtime::get()), who());
     // Handles of one server agent (by name) share its lane: one agent, one program order.

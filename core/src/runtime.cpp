@@ -145,6 +145,10 @@ void Runtime::shutdown() noexcept {
 
 void Runtime::add_link(const std::shared_ptr<ServerLink>& link) {
   std::lock_guard lock(links_mutex_);
+  add_link_locked(link);
+}
+
+void Runtime::add_link_locked(const std::shared_ptr<ServerLink>& link) {
   links_.push_back(link);
   links_version_.fetch_add(1, std::memory_order_release);
 }
@@ -221,10 +225,25 @@ std::shared_ptr<ServerLink> Runtime::connect(const std::string& host, int port) 
     link->close();
     throw;
   }
-  add_link(link);
-  std::lock_guard lock(links_mutex_);
-  attached_[port] = link;
-  return link;
+  // Two threads may attach to one port at once: the first link in serves both (one channel,
+  // one lane per agent); the other is closed unused.
+  std::shared_ptr<ServerLink> first;
+  {
+    std::lock_guard lock(links_mutex_);
+    if (auto it = attached_.find(port); it != attached_.end()) {
+      if (auto existing = it->second.lock(); existing && !existing->dead()) first = existing;
+    }
+    if (first) {
+      first->bind_agent();
+    } else {
+      attached_[port] = link;
+      add_link_locked(link);
+    }
+  }
+  if (!first) return link;
+  link->unbind_agent();
+  link->close();
+  return first;
 }
 
 std::optional<int> Runtime::wait_exit(pid_t pid, std::chrono::nanoseconds timeout) {

@@ -7,7 +7,7 @@
 #include <sstream>
 #include <thread>
 
-#include "support/started_program.hpp"
+#include "support/foreign_server.hpp"
 #include "support/test_agents.hpp"
 #include "troupe/core/child_process.hpp"
 
@@ -95,32 +95,8 @@ TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   EXPECT_THROW((void)x.content(), AgentDied);
 }
 
-// A server that another program started: this program attaches to it by port, so its death
-// reaches this program only through the channel (no exit notice from its own fork server).
-struct ForeignServer {
-  int port = 0;
-  pid_t server_pid = 0;
-  ChildProcess program;
-
-  ForeignServer() : program(start(port, server_pid)) {}
-  static ChildProcess start(int& port, pid_t& server_pid) {
-    test::StartedProgram program = test::start_program(TROUPE_FOREIGN_SERVER_PROGRAM);
-    std::istringstream words(program.first_line);
-    std::string ready;
-    words >> ready >> port >> server_pid;
-    if (ready != "ready") {
-      throw std::runtime_error("the server program said: " + program.first_line);
-    }
-    return std::move(program.process);
-  }
-  ~ForeignServer() {
-    program.kill(SIGTERM);
-    program.wait();
-  }
-};
-
 TEST(AgentDiedTest, AServerOfAnotherProgramIsNoticedDeadWhileOtherCallsRun) {
-  ForeignServer foreign;
+  test::ForeignServer foreign;
   auto remote = test::Sleeper("R", {{"sleep_ms", 10000}})
                     .to_dist({.port = foreign.port, .launch_server = false});
   auto local = test::Sleeper("L", {{"sleep_ms", 3000}}).to_dist({.lazy_launch = false});

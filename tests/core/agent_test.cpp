@@ -244,6 +244,29 @@ TEST(AgentTest, KwargsTheConstructorRefusesAreAClearError) {
   EXPECT_EQ(ok.to_dist()(Msg("u", "x")).content(), "x");
 }
 
+// Kwargs that cannot travel (JSON text must be UTF-8) are refused at to_dist with
+// troupe::Error, before any server starts; so are a launcher's kwargs that are not an object.
+TEST(AgentTest, KwargsThatCannotTravelAreRefusedAtToDist) {
+  const std::set<pid_t> before = servers_running();
+  test::Counter bad("C", {{"note", std::string("\xff\xfe")}});
+  for (bool lazy : {true, false}) {
+    try {
+      (void)bad.to_dist({.lazy_launch = lazy});
+      FAIL() << "to_dist took kwargs that are not UTF-8";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("kwargs of agent 'C'"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(servers_running(), before);
+  for (const Kwargs& kwargs : {Kwargs::array({1, 2}), Kwargs{{"name", 7}},
+                               Kwargs{{"name", "P"}, {"note", std::string("\xff")}}}) {
+    RpcAgentServerLauncher launcher("Counter", kwargs);
+    EXPECT_THROW(launcher.launch(), Error)
+        << kwargs.dump(2, ' ', false, Kwargs::error_handler_t::replace);
+  }
+  EXPECT_EQ(servers_running(), before);
+}
+
 TEST(AgentTest, AnAgentItsServerCannotBuildFailsItsCallsSayingWhy) {
   test::Homebound here("H", {{"home_pid", static_cast<int>(::getpid())}});
   auto there = here.to_dist({.lazy_launch = false});

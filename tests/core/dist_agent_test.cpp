@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "support/foreign_server.hpp"
 #include "support/test_agents.hpp"
 #include "troupe/core/detail/result_state.hpp"
 
@@ -524,6 +525,35 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   for (auto& f : fresh) EXPECT_EQ(f(Msg("u", "x")).content(), f.name() + ":1:x");
   ASSERT_TRUE(wait_all(in_flight, 30s));
   for (auto& m : in_flight) EXPECT_FALSE(m.error());
+}
+
+// Threads attaching to one server (of another program) at the same moment share one link:
+// the server ends up with one client of this program.
+TEST(DistAgentTest, ThreadsAttachingToAServerAtOnceShareOneLink) {
+  test::ForeignServer foreign;
+  constexpr int kThreads = 6;
+  std::vector<DistAgent> handles(kThreads);
+  std::atomic<int> arrived{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      arrived.fetch_add(1);
+      while (arrived.load() < kThreads) std::this_thread::yield();
+      handles[t] = Counter("Shared").to_dist({.port = foreign.port, .launch_server = false});
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(handles[t](Msg("u", "x")).content(), "Shared:" + std::to_string(t + 1) + ":x");
+  }
+  // This program's link and the launcher's of the program that started the server (a link
+  // that lost the race is closed, and the server drops it soon).
+  const auto until = Clock::now() + 10s;
+  std::size_t clients = 0;
+  while ((clients = handles[0].server().info().clients) != 2 && Clock::now() < until) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(clients, 2u);
 }
 
 TEST(DistAgentTest, ThreadsWithSeveralCallsInFlightKeepTheirOwnOrder) {

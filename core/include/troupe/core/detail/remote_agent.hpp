@@ -16,7 +16,8 @@ namespace troupe::detail {
 
 class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
  public:
-  RemoteAgent(std::string name, std::string class_name, Kwargs kwargs, DistOptions options);
+  RemoteAgent(std::string name, std::string class_name, std::string kwargs_json,
+              DistOptions options);
   ~RemoteAgent();
 
   /// Issues a call (Call or Observe) in program order; returns its placeholder at once. The
@@ -46,7 +47,7 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   const std::string name_;
   const std::string class_name_;
   const ServerLink::Who description_;
-  const Kwargs kwargs_;
+  const std::string kwargs_json_;  // what the server re-creates the agent from
   const DistOptions options_;
   std::shared_ptr<AgentLane> lane_;  // set once, at placement (before placed_)
 

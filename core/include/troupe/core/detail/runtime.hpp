@@ -65,6 +65,7 @@ class Runtime final : public ProgressDriver {
   explicit Runtime(std::unique_ptr<Transport> local);
   void start_threads();
   void add_link(const std::shared_ptr<ServerLink>& link);
+  void add_link_locked(const std::shared_ptr<ServerLink>& link);  // links_mutex_ held
   using LinkList = std::vector<std::shared_ptr<ServerLink>>;
   std::shared_ptr<const LinkList> links();
   std::size_t pump_all(Deadline deadline, std::vector<std::shared_ptr<ServerLink>>* busy);
