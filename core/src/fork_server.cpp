@@ -54,8 +54,10 @@ sigset_t handled_signals() {
   return set;
 }
 
-// The terminal's signals (Ctrl-C, Ctrl-\, hang-up) reach the whole foreground process group:
-// the fork server and the agent servers ignore them and follow their program instead. If the
+// The terminal's signals (Ctrl-C, Ctrl-\, hang-up) reach the whole foreground process group,
+// which the fork server leaves (see serve()); should one reach it or an agent server anyway
+// (a signal to the session, a job started in the fork server's group), they ignore it and
+// follow their program instead. If the
 // program dies of the signal, they end with it (PDEATHSIG, pidfd); if it catches the signal
 // and carries on, its agents carry on too. A handler that does nothing rather than SIG_IGN:
 // handlers survive fork (the agent servers inherit this) but not exec, so a program an agent
@@ -73,6 +75,11 @@ void ignore_terminal_signals() {
 [[noreturn]] void serve(int socket, pid_t main_pid, const ForkServer::ChildMain& child_main,
                         const ForkServer::Cleanup& cleanup) {
   ::prctl(PR_SET_NAME, "troupe-fork");
+  // A process group of its own, which the agent servers inherit: a signal to the program's
+  // group (Ctrl-C, `timeout`, `kill -TERM -<pgid>`) is the program's to handle, and the agents
+  // follow the program (they end when it ends), not the signal. A SIGTERM sent to a server
+  // itself still stops it (a launcher's shutdown does that).
+  ::setpgid(0, 0);
   ignore_terminal_signals();
   // Children's exits must reach the signalfd below: a program that ignored SIGCHLD (or set
   // SA_NOCLDWAIT) before init() would have the kernel reap them unseen, and its waits for a

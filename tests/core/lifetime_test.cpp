@@ -50,8 +50,8 @@ ProgramRun start(const char* mode) {
   return run;
 }
 
-// Ctrl-C in a terminal: SIGINT to the whole foreground process group, the program's fork
-// server and agent servers included.
+// Ctrl-C in a terminal: SIGINT to the whole foreground process group (the program's; its fork
+// server and agent servers have a group of their own, and follow the program).
 void ctrl_c(const ProgramRun& run) { ASSERT_EQ(::kill(-run.pid, SIGINT), 0); }
 
 // Waits until every process the run started is gone and no segment of the run remains;
@@ -105,6 +105,16 @@ TEST(LifetimeTest, ProgramThatCatchesCtrlCKeepsItsAgents) {
   const int status = expect_clean(run);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "status " << status << " (exit code 4: an agent did not answer after Ctrl-C)";
+}
+
+// SIGTERM to the program's whole process group (`timeout`, `kill -TERM -<pgid>`): a program
+// that catches it and carries on keeps its agents.
+TEST(LifetimeTest, ProgramThatCatchesAGroupSigtermKeepsItsAgents) {
+  ProgramRun run = start("catchterm");
+  ASSERT_EQ(::kill(-run.pid, SIGTERM), 0);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << " (exit code 4: an agent did not answer after SIGTERM)";
 }
 
 TEST(LifetimeTest, ProgramThatIgnoresSigchldHearsOfItsServersExits) {

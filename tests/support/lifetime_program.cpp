@@ -4,6 +4,7 @@
 //   wait     waits for a signal (the test sends SIGINT, SIGTERM or SIGKILL)
 //   catch    catches SIGINT (Ctrl-C), then calls its agents again: exit code 0 when they all
 //            answered
+//   catchterm  the same with SIGTERM (sent to the whole process group, as `timeout` does)
 //   nochld   ignores SIGCHLD from the start (before init), then kills B's server: exit code 0
 //            when B's next call fails naming the signal, and a launcher's shutdown returns
 #include <signal.h>
@@ -30,7 +31,8 @@ void on_interrupt(int) { g_interrupted = 1; }
 
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
-  const bool catching = std::strcmp(argv[1], "catch") == 0;
+  const bool catching_term = std::strcmp(argv[1], "catchterm") == 0;
+  const bool catching = std::strcmp(argv[1], "catch") == 0 || catching_term;
   const bool nochld = std::strcmp(argv[1], "nochld") == 0;
   if (nochld) ::signal(SIGCHLD, SIG_IGN);  // the kernel reaps children unseen, unless reset
   troupe::init(argc, argv);
@@ -40,7 +42,7 @@ int main(int argc, char** argv) {
     // takes the signal sets the flag.
     struct sigaction action {};
     action.sa_handler = on_interrupt;
-    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(catching_term ? SIGTERM : SIGINT, &action, nullptr);
   }
   auto a = Echo("A").to_dist({.lazy_launch = false});
   auto b = Echo("B").to_dist({.lazy_launch = false});
