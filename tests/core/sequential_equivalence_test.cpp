@@ -77,14 +77,20 @@ std::vector<Msg> run(const std::vector<Step>& program, Call&& call, Observe&& ob
   return results;
 }
 
-void expect_same(const std::vector<Msg>& expected, const std::vector<Msg>& got) {
+// What a call gives when the program runs sequentially in one process: a message, or the
+// text of its failure.
+struct Outcome {
+  std::optional<Msg> value;
+  std::string error;
+};
+
+void expect_same(const std::vector<Outcome>& expected, const std::vector<Msg>& got) {
   ASSERT_EQ(expected.size(), got.size());
   for (std::size_t i = 0; i < expected.size(); ++i) {
-    const std::string want_error = expected[i].error_message();
-    ASSERT_EQ(got[i].error_message(), want_error) << "result " << i;
-    if (want_error.empty()) {
-      EXPECT_TRUE(got[i].same_content_as(expected[i]))
-          << "result " << i << ": " << got[i].content() << " vs " << expected[i].content();
+    ASSERT_EQ(got[i].error_message(), expected[i].error) << "result " << i;
+    if (expected[i].value) {
+      EXPECT_TRUE(got[i].same_content_as(*expected[i].value))
+          << "result " << i << ": " << got[i].content() << " vs " << expected[i].value->content();
     }
   }
 }
@@ -92,22 +98,47 @@ void expect_same(const std::vector<Msg>& expected, const std::vector<Msg>& got) 
 constexpr int kAgents = 5;
 constexpr int kSteps = 40;
 
-// In one process, in program order. `first_extra`, if any, is appended to the first call's inputs.
-std::vector<Msg> sequential_reference(const std::vector<Step>& program,
-                                      std::optional<Msg> first_extra = std::nullopt) {
+// The reference, without Troupe's call machinery: plain Ledger objects whose reply() and
+// observe() this calls directly, in program order, with the contract's rules written out. A
+// call with a failed input fails the same way (its first failed input's error) and does not
+// run; an exception from reply() is a failure "<agent> raised: <what>"; an observation of a
+// failed result is not delivered. `first_extra`, if any, is appended to the first call's inputs.
+std::vector<Outcome> sequential_reference(const std::vector<Step>& program,
+                                          std::optional<Msg> first_extra = std::nullopt) {
   std::vector<std::unique_ptr<Ledger>> agents;
   for (int i = 0; i < kAgents; ++i)
     agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
-  return run(
-      program,
-      [&](int a, std::vector<Msg> in) {
-        if (first_extra) in.push_back(*std::exchange(first_extra, std::nullopt));
-        return (*agents[a])(std::move(in));
-      },
-      // An observation of a failed result is not delivered (its handle reports the failure).
-      [&](int a, const Msg& m) {
-        if (!m.error()) agents[a]->observe(m);
-      });
+  std::vector<Outcome> results;
+  int fresh = 0;
+  for (const Step& s : program) {
+    std::vector<Outcome> inputs;
+    for (int i : s.inputs) {
+      inputs.push_back(i < 0 ? Outcome{Msg("user", "fresh " + std::to_string(fresh++), "user"), {}}
+                             : results[i]);
+    }
+    if (!s.observe && first_extra)
+      inputs.push_back({*std::exchange(first_extra, std::nullopt), {}});
+    const auto failed = std::find_if(inputs.begin(), inputs.end(),
+                                     [](const Outcome& o) { return !o.error.empty(); });
+    Ledger& agent = *agents[s.agent];
+    if (s.observe) {
+      if (failed == inputs.end()) agent.observe(*inputs.front().value);
+      continue;
+    }
+    if (failed != inputs.end()) {
+      results.push_back({std::nullopt, failed->error});
+      continue;
+    }
+    std::vector<Msg> values;
+    for (const Outcome& o : inputs) values.push_back(*o.value);
+    try {
+      results.push_back({agent.reply(values), {}});
+    } catch (const std::exception& e) {
+      results.push_back(
+          {std::nullopt, "agent '" + agent.name() + "' (class Ledger) raised: " + e.what()});
+    }
+  }
+  return results;
 }
 
 std::vector<Msg> distributed(const std::vector<Step>& program, int servers) {
