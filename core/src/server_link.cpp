@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "troupe/core/detail/agent_lane.hpp"
@@ -105,6 +106,12 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
   if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
     // A server that failed to start says why before it closes: report that, not the close.
     read_last_words();
+    // A server this program launched: the fork server's exit notice, which names the status,
+    // follows the channel's news within moments (the pump path waits for it the same way).
+    const auto until = Clock::now() + kExitStatusGrace;
+    while (launched_ && !dead() && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     std::lock_guard lock(mutex_);
     if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = *who + ": " + death_;
   }

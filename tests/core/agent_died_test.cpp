@@ -84,6 +84,27 @@ TEST(AgentDiedTest, CallsWaitingForInputsFailWhenTheirServerDies) {
   slow.shutdown();
 }
 
+// A call whose send waits for ring space when the server dies learns of it from the channel
+// first; it still names the signal (the exit status follows within moments).
+TEST(AgentDiedTest, ACallWaitingForRingSpaceNamesTheSignalToo) {
+  auto victim = test::Sleeper("V", {{"sleep_ms", 30000}}).to_dist({.lazy_launch = false});
+  const pid_t pid = victim.server_pid();
+  std::thread killer([pid] {
+    std::this_thread::sleep_for(500ms);
+    ::kill(pid, SIGKILL);
+  });
+  // 96 MiB of calls: the server queues 64 MiB (its per-client budget), then its ring fills
+  // and this thread waits in send().
+  const Msg big("u", std::string(1 << 20, 'x'));
+  std::vector<Msg> calls;
+  for (int i = 0; i < 96; ++i) calls.push_back(victim(big));
+  killer.join();
+  for (const Msg& m : calls) {
+    const std::string error = m.error_message();
+    EXPECT_NE(error.find("signal 9"), std::string::npos) << error;
+  }
+}
+
 TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   RpcAgentServerLauncher launcher;
   launcher.launch();
