@@ -7,6 +7,7 @@
 //
 //   build/release/bench/dist_agent_bench
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -283,10 +284,11 @@ long resident_kib(pid_t pid) {
 // A population: N agents on one child, each called once per round, all calls of a round in
 // flight (a simulation step). Its baseline is BM_CallsInFlight/1024: the same calls to one
 // agent. Counters: the set-up's time per agent, and the memory each agent costs the program
-// and its server (resident growth over the set-up, divided by N).
+// (heap in use, which an earlier benchmark's freed memory cannot hide) and its server (its
+// resident growth), over the set-up, divided by N.
 void BM_Population(benchmark::State& state) {
   const auto count = static_cast<std::size_t>(state.range(0));
-  const long program_before = resident_kib(::getpid());
+  const std::size_t program_before = ::mallinfo2().uordblks;
   const auto started = std::chrono::steady_clock::now();
   std::vector<troupe::DistAgent> agents;
   agents.reserve(count);
@@ -307,7 +309,8 @@ void BM_Population(benchmark::State& state) {
     return 1024.0 * static_cast<double>(after - before) / static_cast<double>(count);
   };
   state.counters["setup_us_per_agent"] = 1e6 * setup_s / static_cast<double>(count);
-  state.counters["program_B_per_agent"] = per_agent(resident_kib(::getpid()), program_before);
+  state.counters["program_B_per_agent"] =
+      static_cast<double>(::mallinfo2().uordblks - program_before) / static_cast<double>(count);
   state.counters["server_B_per_agent"] =
       per_agent(resident_kib(agents[0].server_pid()), server_before);
   for (auto _ : state) {
