@@ -7,6 +7,7 @@ packages=(
   libboost-dev                          # Interprocess, Lockfree (header-only), Asio later
   flatbuffers-compiler libflatbuffers-dev
   libtbb-dev nlohmann-json3-dev
+  libcli11-dev                          # troupe-agent-server's command line
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps                       # tests look at processes
 )

@@ -117,7 +117,7 @@ TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
 }
 
 TEST(AgentDiedTest, AServerOfAnotherProgramIsNoticedDeadWhileOtherCallsRun) {
-  test::ForeignServer foreign;
+  test::ForeignServer foreign(TROUPE_FOREIGN_SERVER_PROGRAM);
   auto remote = test::Sleeper("R", {{"sleep_ms", 10000}})
                     .to_dist({.port = foreign.port, .launch_server = false});
   auto local = test::Sleeper("L", {{"sleep_ms", 3000}}).to_dist({.lazy_launch = false});

@@ -540,7 +540,7 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
 // Threads attaching to one server (of another program) at the same moment share one link:
 // the server ends up with one client of this program.
 TEST(DistAgentTest, ThreadsAttachingToAServerAtOnceShareOneLink) {
-  test::ForeignServer foreign;
+  test::ForeignServer foreign(TROUPE_FOREIGN_SERVER_PROGRAM);
   constexpr int kThreads = 6;
   std::vector<DistAgent> handles(kThreads);
   std::atomic<int> arrived{0};

@@ -37,7 +37,7 @@ struct ProgramRun {
 
 ProgramRun start(const char* mode) {
   // In a process group of its own (see ctrl_c).
-  test::StartedProgram program = test::start_program(TROUPE_LIFETIME_PROGRAM, mode);
+  test::StartedProgram program = test::start_program(TROUPE_LIFETIME_PROGRAM, {mode});
   std::istringstream words(program.first_line);
   std::string ready;
   pid_t pid = 0;

@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "troupe/core/child_process.hpp"
 
@@ -14,16 +15,19 @@ struct StartedProgram {
   std::string first_line;  ///< what it printed first, without the newline
 };
 
-/// Runs `path` (with `arg`, if any) in a process group of its own, as a shell gives a job, and
-/// reads its first line of output.
-inline StartedProgram start_program(const char* path, const char* arg = nullptr) {
+/// Runs `path` with `args` in a process group of its own, as a shell gives a job, and reads
+/// its first line of output (stderr stays the test's).
+inline StartedProgram start_program(const char* path, std::vector<std::string> args = {}) {
+  std::vector<char*> argv{const_cast<char*>(path)};
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe");
   auto process = ChildProcess::fork([&] {
     ::setpgid(0, 0);
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
-    ::execl(path, path, arg, nullptr);
+    ::execv(path, argv.data());
     return 127;
   });
   ::close(out[1]);
