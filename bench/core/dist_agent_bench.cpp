@@ -321,7 +321,7 @@ void BM_Population(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * count));
   state.SetLabel(std::to_string(count) + " agents on one child, one call each per round");
 }
-BENCHMARK(BM_Population)->Arg(10000)->Arg(100000)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_Population)->Arg(10000)->Arg(100000)->Arg(1000000)->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 
