@@ -209,6 +209,9 @@ void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
     clients_.push_back(std::move(client));
   }
   clients_version_.fetch_add(1, std::memory_order_release);
+  // A receiver asleep on the other clients' doorbells looks at the new one now.
+  work_signal_.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake_private(work_signal_, 1 << 30);
 }
 
 void AgentServer::listen(std::unique_ptr<Listener> listener) {
@@ -313,6 +316,20 @@ void AgentServer::wake_follower() noexcept {
   }
 }
 
+bool AgentServer::sleep_on_clients(const std::vector<ClientPtr>& clients, std::uint32_t signal) {
+  // Every client's doorbell and the work signal (stop(), a new client, a throttled client
+  // back under its budget) at once. A client over its budget is not read, so not waited on.
+  // The sleep's bound is how soon a client that died (its doorbell never rings) is dropped.
+  std::vector<Channel*> channels;
+  channels.reserve(clients.size());
+  for (const auto& client : clients) {
+    if (!throttled(*client)) channels.push_back(client->channel.get());
+  }
+  const auto now = Clock::now();
+  return sleep_on_channels(channels, {&work_signal_, signal, /*process_private=*/true},
+                           now + kIdleReceive, now + 1ms);
+}
+
 bool AgentServer::receive(bool may_block) {
   // The receiver's copy of the client list, refreshed only when it changes. Only the receiver
   // (one worker at a time, handed over by receiving_) touches it.
@@ -362,7 +379,7 @@ bool AgentServer::receive(bool may_block) {
   }
   if (!any) {
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
-    detail::futex_wait_private(work_signal_, signal, 1ms);
+    if (!sleep_on_clients(clients, signal)) detail::futex_wait_private(work_signal_, signal, 1ms);
     // Idle: a poll whose deadline has passed also asks whether the peer is gone (the looks
     // above do not), so a client that closed or died is dropped.
     const auto now = Clock::now();

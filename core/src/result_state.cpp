@@ -105,11 +105,22 @@ bool ResultState::wait_alone(Deadline until) {
 }
 
 void ResultState::nap(std::chrono::nanoseconds timeout) {
+  WakeWord word;
+  if (!arm_nap(word)) return;
+  futex_wait_private(status_, kPending, timeout);
+  end_nap();
+}
+
+bool ResultState::arm_nap(WakeWord& word) noexcept {
+  // SYNC POINT: seq_cst, the Dekker pair with settle(): it stores status_ then loads
+  // sleepers_; this increments sleepers_ then loads status_. One of the two sees the other.
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  if (status_.load(std::memory_order_seq_cst) == kPending) {
-    futex_wait_private(status_, kPending, timeout);
+  if (status_.load(std::memory_order_seq_cst) != kPending) {
+    end_nap();
+    return false;
   }
-  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  word = {&status_, kPending, /*process_private=*/true};
+  return true;
 }
 
 const Msg& ResultState::value() {

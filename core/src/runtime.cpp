@@ -39,6 +39,15 @@ void on_terminate(int) {
   if (g_child_server != nullptr) g_child_server->stop();
 }
 
+// Sleeps on the doorbells of `busy` and on `own` at once (sleep_on_channels()).
+bool sleep_on_links(const std::vector<std::shared_ptr<ServerLink>>& busy, const WakeWord& own,
+                    Deadline until) {
+  std::vector<Channel*> channels;
+  channels.reserve(busy.size());
+  for (const auto& link : busy) channels.push_back(&link->channel());
+  return sleep_on_channels(channels, own, until, Clock::now() + kMultiLinkNap);
+}
+
 void send_startup_error(Channel& channel, const std::string& why) {
   FrameBuilder builder;
   (void)channel.send(builder.build({.kind = wire::Kind::Error, .call_id = 0, .error = why}),
@@ -389,8 +398,14 @@ void Runtime::drive(ResultState& state, Deadline until) {
         state.nap(std::min<std::chrono::nanoseconds>(slice - Clock::now(), kMultiLinkNap));
       }
     } else {
-      // Several servers (or a deferred call): no single doorbell to sleep on; look again soon.
-      state.nap(std::min<std::chrono::nanoseconds>(slice - now, kMultiLinkNap));
+      // Several servers (or a deferred call): sleep on all their doorbells and this result at
+      // once; without futex_waitv, nap and look again soon.
+      WakeWord own;
+      if (state.arm_nap(own)) {
+        const bool slept = sleep_on_links(busy, own, slice);
+        state.end_nap();
+        if (!slept) state.nap(std::min<std::chrono::nanoseconds>(slice - now, kMultiLinkNap));
+      }
       if (now - peers_checked >= kPeerCheckInterval) {
         check_peers(busy);
         peers_checked = now;
@@ -438,7 +453,10 @@ void Runtime::background_loop() {
       busy.front()->pump(now + kSleepSlice);
     } else {
       const std::uint32_t signal = background_signal_.load(std::memory_order_seq_cst);
-      futex_wait_private(background_signal_, signal, kSleepSlice);
+      if (!sleep_on_links(busy, {&background_signal_, signal, /*process_private=*/true},
+                          now + kSleepSlice)) {
+        futex_wait_private(background_signal_, signal, kSleepSlice);
+      }
       check_peers(busy);
     }
   }

@@ -42,6 +42,18 @@ bool asymmetric_barrier_available() noexcept {
   return registered;
 }
 
+namespace {
+thread_local std::uint64_t t_barriers_made = 0;
+}  // namespace
+
+std::uint64_t heavy_barriers_made() noexcept { return t_barriers_made; }
+
+void heavy_barrier_since(std::uint64_t made) noexcept {
+  if (t_barriers_made != made) return;  // one made after the caller's flags already
+  heavy_barrier();
+  ++t_barriers_made;
+}
+
 void heavy_barrier() noexcept {
   // Harmless without registration: then no producer relies on it (they use seq_cst).
   ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);

@@ -298,6 +298,29 @@ std::size_t ShmChannel::take_frames(FunctionRef<void(FrameBytes)> deliver, std::
   return delivered;
 }
 
+WakeupArm ShmChannel::arm_wakeup(WakeWord& word) noexcept {
+  // Test before test-and-set, as ReceiveLease does. SYNC POINT: acquire, as in ReceiveLease;
+  // end_wakeup()'s release store hands the receive end on.
+  if (receive_lease_.load(std::memory_order_relaxed) ||
+      receive_lease_.exchange(true, std::memory_order_acquire)) {
+    return WakeupArm::kCannot;  // another thread receives: it delivers what comes
+  }
+  if (consumer_.has_data() || inbox_depth_.load(std::memory_order_relaxed) != 0 ||
+      broken_.load(std::memory_order_relaxed) || closed_.load(std::memory_order_relaxed)) {
+    receive_lease_.store(false, std::memory_order_release);
+    return WakeupArm::kFrameWaiting;  // poll() delivers (or reports) these
+  }
+  word = {&consumer_.data_signal(), consumer_.flag_sleep(), /*process_private=*/false};
+  return WakeupArm::kArmed;
+}
+
+bool ShmChannel::confirm_wakeup() noexcept { return consumer_.confirm_sleep(); }
+
+void ShmChannel::end_wakeup() noexcept {
+  consumer_.end_sleep();
+  receive_lease_.store(false, std::memory_order_release);  // SYNC POINT: see arm_wakeup()
+}
+
 std::size_t ShmChannel::drain_into_inbox() {
   ReceiveLease lease(receive_lease_);
   if (!lease || broken_.load(std::memory_order_relaxed)) return 0;

@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include "support/foreign_server.hpp"
 #include "support/started_program.hpp"
@@ -12,6 +15,8 @@
 
 namespace troupe {
 namespace {
+
+using namespace std::chrono_literals;
 
 std::unique_ptr<AgentBase> plugged(const std::string& name) {
   return detail::AgentRegistry::instance().create("Plugged", name, Kwargs::object());
@@ -46,6 +51,35 @@ TEST(AgentServerProgramTest, AClassTheServerLacksFailsThePlaceholderClearly) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("Plugged"), std::string::npos) << e.what();
   }
+}
+
+// Context switches a process's threads made of their own accord (sleeps, mostly).
+long voluntary_switches(pid_t pid) {
+  long total = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stol(line.substr(24));
+    }
+  }
+  return total;
+}
+
+// A server with several clients (its launcher's and this program's) sleeps on all their
+// doorbells at once when idle, and still answers at once when called.
+TEST(AgentServerProgramTest, AnIdleServerWithSeveralClientsSleeps) {
+  test::ForeignServer server(TROUPE_AGENT_SERVER, {"--load", TROUPE_PLUGGED_AGENT});
+  DistAgent p = plugged("P")->to_dist({.port = server.port, .launch_server = false});
+  EXPECT_EQ(p.server().info().clients, 2u);
+  (void)p(Msg("u", "a")).content();
+  std::this_thread::sleep_for(100ms);  // idle
+  const long before = voluntary_switches(server.server_pid);
+  std::this_thread::sleep_for(500ms);
+  const long slept = voluntary_switches(server.server_pid) - before;
+  std::printf("an idle server's threads woke %ld times in 500 ms\n", slept);
+  EXPECT_LT(slept, 100);  // a receiver napping 1 ms at a time would wake 500 times
+  EXPECT_EQ(p(Msg("u", "b")).content().rfind("plugged 2 in ", 0), 0u);
 }
 
 // Bad command lines end the program with a message on stderr and no "ready" line.

@@ -15,6 +15,7 @@
 #include "support/test_support.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/error.hpp"
+#include "troupe/core/wake_word.hpp"
 
 namespace troupe::shm {
 namespace {
@@ -324,6 +325,55 @@ TEST(ShmChannelTest, CloseEndsThisProcessesOwnWaits) {
   client->poll([](FrameBytes) {}, 1, Clock::now() + 30s, ec);
   closer.join();
   EXPECT_EQ(ec, Errc::kClosed);
+}
+
+// A wait on several channels at once: each armed channel's doorbell rings when its peer
+// (another process) sends, and wakes the one futex_waitv; a frame already there, or another
+// thread holding the receive end, is said instead of arming.
+TEST(ShmChannelTest, AWaitOnSeveralChannelsWakesWhenAnyPeerSends) {
+  auto quiet = make_client();
+  auto talker = make_client();
+  const std::string talker_name = talker->name();
+  auto child = ChildProcess::fork([&] {
+    quiet->segment().disown();
+    talker->segment().disown();
+    auto server = ShmChannel::attach(talker_name, ChannelSide::kServer);
+    std::this_thread::sleep_for(100ms);  // the parent is asleep by then
+    std::mt19937_64 rng(5);
+    return server->send(make_message(1, 64, rng), Clock::now() + 10s) ? 1 : 0;
+  });
+  talker->expect_peer(child.pid());
+  std::uint32_t own_signal = 0;
+  std::atomic<std::uint32_t> own{0};
+  Channel* channels[] = {quiet.get(), talker.get()};
+  const auto started = Clock::now();
+  std::vector<std::uint64_t> got;
+  std::error_code ec;
+  while (talker->poll([&](FrameBytes f) { got.push_back(check_message(f)); }, 1, kNoWait, ec) ==
+         0) {
+    ASSERT_TRUE(sleep_on_channels(channels, {&own, own_signal, true}, Clock::now() + 30s,
+                                  Clock::now() + 30s));
+    ASSERT_LT(Clock::now() - started, 20s) << "the sender's doorbell did not wake the wait";
+  }
+  EXPECT_EQ(got, (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(child.wait(), 0);
+
+  // A frame waiting: nothing is armed, and the caller is told to receive.
+  std::mt19937_64 rng(6);
+  auto server = ShmChannel::attach(quiet->name(), ChannelSide::kServer);
+  ASSERT_FALSE(server->send(make_message(2, 64, rng), Clock::now() + 1s));
+  WakeWord word;
+  EXPECT_EQ(quiet->arm_wakeup(word), WakeupArm::kFrameWaiting);
+  EXPECT_EQ(receive(*quiet, 1, Clock::now() + 1s), (std::vector<std::uint64_t>{2}));
+  // Armed, the receive end is this thread's until end_wakeup(): a second arming is refused,
+  // and a poll meanwhile delivers nothing.
+  ASSERT_EQ(quiet->arm_wakeup(word), WakeupArm::kArmed);
+  EXPECT_TRUE(quiet->confirm_wakeup());
+  EXPECT_EQ(quiet->arm_wakeup(word), WakeupArm::kCannot);
+  ASSERT_FALSE(server->send(make_message(3, 64, rng), Clock::now() + 1s));
+  EXPECT_EQ(quiet->poll([](FrameBytes) {}, 1, kNoWait, ec), 0u);
+  quiet->end_wakeup();
+  EXPECT_EQ(receive(*quiet, 1, Clock::now() + 1s), (std::vector<std::uint64_t>{3}));
 }
 
 TEST(ShmChannelTest, AttachRefusesASideHeldByALiveProcess) {

@@ -100,6 +100,9 @@ class AgentServer {
   /// Wakes one napping follower for work handed over, unless one is being woken already.
   void wake_follower() noexcept;
   bool receive(bool may_block);
+  // The receiver's sleep while several clients are idle: false when it could not sleep on
+  // them all at once (the caller naps instead).
+  bool sleep_on_clients(const std::vector<ClientPtr>& clients, std::uint32_t signal);
   void on_frame(const ClientPtr& client, FrameBytes frame);
   // on_frame's work once the frame is verified; may throw (on_frame answers with the error).
   void handle_frame(const ClientPtr& client, const wire::Envelope& envelope,

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "troupe/core/function_ref.hpp"
+#include "troupe/core/wake_word.hpp"
 
 namespace troupe {
 
@@ -101,6 +102,18 @@ class Channel {
   virtual void close() noexcept = 0;
 
   virtual ChannelStats stats() const noexcept = 0;
+
+  /// A wait on several channels at once (sleep_on_channels() does it) takes three steps, so
+  /// that one fence serves every channel: arm_wakeup() flags this end as about to sleep (the
+  /// peer then signals `word` when it sends) and returns kArmed, or arms nothing and returns
+  /// kFrameWaiting (receive first) or kCannot (another thread is receiving on this channel, or
+  /// the transport has no such word); once every channel is armed, confirm_wakeup() on each
+  /// armed one says whether sleeping is still right (false: a frame came meanwhile); after the
+  /// sleep, or instead of it, end_wakeup() on each armed one. From kArmed to end_wakeup() this
+  /// thread holds the channel's receive end.
+  virtual WakeupArm arm_wakeup(WakeWord& /*word*/) noexcept { return WakeupArm::kCannot; }
+  virtual bool confirm_wakeup() noexcept { return false; }
+  virtual void end_wakeup() noexcept {}
 
   /// Tells the channel which process serves the other end, when this side learns it before
   /// the peer attaches (a parent right after fork), so a peer that dies early is noticed.

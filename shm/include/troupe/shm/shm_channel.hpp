@@ -71,6 +71,11 @@ class ShmChannel final : public Channel {
                    std::size_t max_bytes, Deadline deadline, std::error_code& ec) override;
   void close() noexcept override;
   ChannelStats stats() const noexcept override;
+  /// Arms the receive ring's doorbell (its consumer's sleeper flag) and holds the receive
+  /// lease until end_wakeup(): one sleeper per ring, as the ring's handshake wants.
+  WakeupArm arm_wakeup(WakeWord& word) noexcept override;
+  bool confirm_wakeup() noexcept override;
+  void end_wakeup() noexcept override;
 
   const std::string& name() const noexcept { return segment_.name(); }
   std::size_t ring_bytes() const noexcept { return producer_.capacity(); }

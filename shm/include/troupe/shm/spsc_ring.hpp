@@ -52,6 +52,12 @@ namespace troupe::shm {
 bool asymmetric_barrier_available() noexcept;
 /// The sleeper's side of the handshake: a full fence on every running registered thread.
 void heavy_barrier() noexcept;
+/// How many heavy_barrier_since() calls of this thread made a barrier.
+std::uint64_t heavy_barriers_made() noexcept;
+/// A heavy barrier, unless this thread made one (through this function) since
+/// heavy_barriers_made() returned `made`: a sleeper that flagged several rings before it
+/// needs one barrier for them all.
+void heavy_barrier_since(std::uint64_t made) noexcept;
 
 /// Initialises a ring's control block in freshly created (zeroed) memory.
 inline void initialize_ring(RingControl& ring, std::size_t capacity) noexcept {
@@ -302,19 +308,37 @@ class SpscRingConsumer {
 
   std::size_t unreleased_bytes() const noexcept { return head_ - released_; }
 
-  /// Sleeps until the producer publishes (or `timeout`), unless a record is there already.
-  /// Returns true when it did not time out. Steps C1-C4 of the handshake (top of this file).
-  bool sleep_for_data(std::chrono::nanoseconds timeout) noexcept {
+  /// Steps C1-C2 of the handshake (top of this file): flags the consumer as sleeping and
+  /// returns the data signal's value to sleep on. confirm_sleep() completes it; end_sleep()
+  /// clears the flag after the sleep (or if it is not to happen). Split in two so that a
+  /// thread flagging several rings needs one barrier for them all (heavy_barrier_since()).
+  std::uint32_t flag_sleep() noexcept {
     const std::uint32_t signal = ring_->data_signal.load(std::memory_order_seq_cst);  // C1
     ring_->consumer_sleeping.exchange(1, std::memory_order_seq_cst);                  // C2
-    heavy_barrier();                                                                  // C2'
-    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);                        // C3
-    if (head_ != tail_cache_) {
-      ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
-      return true;
-    }
+    flagged_after_ = heavy_barriers_made();
+    return signal;
+  }
+  /// Steps C2'-C3: false, with the flag cleared, when a record was published meanwhile (then
+  /// do not sleep); true when sleeping on the signal flag_sleep() returned is safe (C4).
+  bool confirm_sleep() noexcept {
+    heavy_barrier_since(flagged_after_);                        // C2'
+    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);  // C3
+    if (head_ == tail_cache_) return true;
+    end_sleep();
+    return false;
+  }
+  void end_sleep() noexcept { ring_->consumer_sleeping.store(0, std::memory_order_relaxed); }
+  /// The word a consumer sleeps on: the producer bumps it and wakes it when it publishes to a
+  /// flagged consumer (and wake_all() on close).
+  std::atomic<std::uint32_t>& data_signal() noexcept { return ring_->data_signal; }
+
+  /// Sleeps until the producer publishes (or `timeout`), unless a record is there already.
+  /// Returns true when it did not time out.
+  bool sleep_for_data(std::chrono::nanoseconds timeout) noexcept {
+    const std::uint32_t signal = flag_sleep();
+    if (!confirm_sleep()) return true;
     const bool woke = futex_wait(ring_->data_signal, signal, timeout);  // C4
-    ring_->consumer_sleeping.store(0, std::memory_order_relaxed);
+    end_sleep();
     return woke;
   }
 
@@ -340,6 +364,7 @@ class SpscRingConsumer {
   std::uint64_t tail_cache_;  ///< the producer's tail when last read
   bool asymmetric_;           ///< see SpscRingProducer::asymmetric_
   bool corrupt_ = false;
+  std::uint64_t flagged_after_ = 0;  ///< heavy_barriers_made() when flag_sleep() ran
 };
 
 }  // namespace troupe::shm

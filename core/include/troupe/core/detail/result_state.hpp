@@ -18,6 +18,7 @@
 
 #include "troupe/core/channel.hpp"
 #include "troupe/core/msg.hpp"
+#include "troupe/core/wake_word.hpp"
 
 namespace troupe::detail {
 
@@ -86,15 +87,17 @@ class ResultState {
 
   /// Sleeps at most `timeout` unless the state settles first (a driver's nap).
   void nap(std::chrono::nanoseconds timeout);
+  /// A nap's first half, for a wait on several words (wait_on_any): counts this thread as a
+  /// sleeper, so that settling wakes the returned word, and returns it; or returns false
+  /// (counting nothing) if the state has settled. end_nap() after the wait.
+  bool arm_nap(WakeWord& word) noexcept;
+  void end_nap() noexcept { sleepers_.fetch_sub(1, std::memory_order_relaxed); }
 
   /// Hands waiting to a driver (the runtime's reply pump); set before the state is shared.
   void set_driver(ProgressDriver* driver) noexcept { driver_ = driver; }
   ProgressDriver* driver() const noexcept { return driver_; }
   /// A deadline after which the runtime fails the result with troupe::Timeout.
   Deadline deadline = Deadline::max();
-
-  /// The word a waiter without a driver sleeps on (futex): bumped when the state settles.
-  std::atomic<std::uint32_t>& status_word() noexcept { return status_; }
 
  private:
   template <class Set>
