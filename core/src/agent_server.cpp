@@ -76,6 +76,10 @@ using namespace std::chrono_literals;
 
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
+/// How long an idle receiver keeps looking at its clients' rings (spinning, yielding) before
+/// it sleeps on their doorbells.
+constexpr auto kBusyReceive = std::chrono::microseconds(250);
+/// The longest sleep of an idle receiver: it bounds how late a client that died is dropped.
 constexpr auto kIdleReceive = std::chrono::milliseconds(50);
 /// How often a follower looks for a vacant receiver's role while an agent runs (the bound on
 /// how long a frame can wait behind a long reply()).
@@ -331,6 +335,8 @@ bool AgentServer::sleep_on_clients(const std::vector<ClientPtr>& clients, std::u
 }
 
 bool AgentServer::receive(bool may_block) {
+  // Before the client list is refreshed: a client added after this wakes the sleep below.
+  const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
   // The receiver's copy of the client list, refreshed only when it changes. Only the receiver
   // (one worker at a time, handed over by receiving_) touches it.
   if (const auto version = clients_version_.load(std::memory_order_acquire);
@@ -365,20 +371,18 @@ bool AgentServer::receive(bool may_block) {
   for (const auto& client : clients) poll_one(client, kNoWait);
   if (any || !may_block) return any;
   if (clients.size() == 1 && !throttled(*clients.front())) {
-    // One client: wait on its ring (spin, yield, then its futex doorbell). The deadline only
-    // bounds how long stop() may take to be noticed; an idle server costs no CPU meanwhile.
-    poll_one(clients.front(), Clock::now() + kIdleReceive);
-    return any;
-  }
-  // Several clients (or none, or a throttled one): look around for a while, yielding, before
-  // a short nap.
-  const auto until = Clock::now() + 200us;
-  while (!any && Clock::now() < until && !stopping_.load(std::memory_order_relaxed)) {
-    ::sched_yield();
-    for (const auto& client : clients) poll_one(client, kNoWait);
+    // One client: wait on its ring, spinning then yielding, so that a request coming soon is
+    // taken at once; then sleep below, where a new client's arrival wakes this too.
+    poll_one(clients.front(), Clock::now() + kBusyReceive);
+  } else {
+    // Several clients (or none, or a throttled one): look around for a while, yielding.
+    const auto until = Clock::now() + kBusyReceive;
+    while (!any && Clock::now() < until && !stopping_.load(std::memory_order_relaxed)) {
+      ::sched_yield();
+      for (const auto& client : clients) poll_one(client, kNoWait);
+    }
   }
   if (!any) {
-    const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
     if (!sleep_on_clients(clients, signal)) detail::futex_wait_private(work_signal_, signal, 1ms);
     // Idle: a poll whose deadline has passed also asks whether the peer is gone (the looks
     // above do not), so a client that closed or died is dropped.

@@ -32,10 +32,12 @@ bool wait_on_any(std::span<const WakeWord> words, Deadline deadline) noexcept {
   timespec until{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   // The kernel compares every word with its expected value as it queues this thread, so a
   // signal sent after the caller's last look is not lost. Woken, timed out, a word that had
-  // changed already (EAGAIN) or a signal (EINTR): all mean "look again".
+  // changed already (EAGAIN) or a signal (EINTR): all mean "look again". Anything else (ENOSYS
+  // before Linux 5.16, EPERM under a seccomp filter that does not know the call) means it
+  // cannot sleep this way, and the caller must nap rather than spin.
   const long rc = ::syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(words.size()), 0,
                             deadline == Deadline::max() ? nullptr : &until, CLOCK_MONOTONIC);
-  return rc >= 0 || errno != ENOSYS;
+  return rc >= 0 || errno == ETIMEDOUT || errno == EAGAIN || errno == EINTR;
 }
 
 bool sleep_on_channels(std::span<Channel* const> channels, const WakeWord& own, Deadline until,
