@@ -321,16 +321,24 @@ void ShmChannel::end_wakeup() noexcept {
   receive_lease_.store(false, std::memory_order_release);  // SYNC POINT: see arm_wakeup()
 }
 
+void ShmChannel::cap_inbox(std::size_t bytes) noexcept {
+  inbox_cap_.store(std::max<std::size_t>(bytes, 1), std::memory_order_relaxed);
+}
+
 std::size_t ShmChannel::drain_into_inbox() {
   ReceiveLease lease(receive_lease_);
   if (!lease || broken_.load(std::memory_order_relaxed)) return 0;
-  std::size_t no_byte_limit = std::numeric_limits<std::size_t>::max();
+  const std::size_t held = inbox_bytes_.load(std::memory_order_relaxed);
+  const std::size_t cap = inbox_cap_.load(std::memory_order_relaxed);
+  if (held >= cap) return 0;  // full: the sender waits without draining
+  std::size_t room = cap - held;
   const std::size_t n = take_frames(
       [&](FrameBytes frame) {
         inbox_.emplace_back(frame.begin(), frame.end());
         inbox_depth_.fetch_add(1, std::memory_order_relaxed);
+        inbox_bytes_.fetch_add(frame.size(), std::memory_order_relaxed);
       },
-      std::numeric_limits<std::size_t>::max(), no_byte_limit);
+      std::numeric_limits<std::size_t>::max(), room);
   consumer_.publish_head();
   return n;
 }
@@ -357,6 +365,7 @@ std::size_t ShmChannel::poll(FunctionRef<void(FrameBytes)> on_frame, std::size_t
       std::vector<std::byte> frame = std::move(inbox_.front());
       inbox_.pop_front();
       inbox_depth_.fetch_sub(1, std::memory_order_relaxed);
+      inbox_bytes_.fetch_sub(frame.size(), std::memory_order_relaxed);
       on_frame(frame);
       ++delivered;
       bytes_left -= std::min(bytes_left, frame.size());
@@ -395,6 +404,10 @@ void ShmChannel::close() noexcept {
   // A closed channel's name serves nobody: remove it now rather than when the last reference
   // to this object goes (the mapping stays valid until then).
   segment_.unlink();
+}
+
+std::size_t ShmChannel::inbox_bytes() const noexcept {
+  return inbox_bytes_.load(std::memory_order_relaxed);
 }
 
 std::size_t ShmChannel::inbox_depth() const noexcept {

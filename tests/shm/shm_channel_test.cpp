@@ -238,6 +238,40 @@ TEST(ShmChannelTest, FullRingsInBothDirectionsDoNotDeadlock) {
   EXPECT_EQ(describe_exit(child.wait()), "exited with status 0");
 }
 
+// A blocked sender drains the peer's frames into its inbox only up to its cap (a server's
+// guard against a client that sends without reading); the peer's sends then wait, and nothing
+// is lost or reordered.
+TEST(ShmChannelTest, ACappedInboxStopsDrainingAndLosesNothing) {
+  constexpr std::size_t kFrame = 1024;
+  constexpr std::size_t kCap = 32 * 1024;
+  auto client = make_client(1 << 16);
+  auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+  server->cap_inbox(kCap);
+  client->cap_inbox(1);  // this side drains (almost) nothing: both sides end up blocked
+  std::atomic<bool> server_done{false};
+  std::thread server_sender([&] {  // 200 KiB into a 64 KiB ring nobody reads yet
+    std::mt19937_64 rng(21);
+    for (std::uint64_t i = 0; i < 200; ++i) {
+      ASSERT_FALSE(server->send(make_message(i, kFrame, rng), Clock::now() + 30s));
+    }
+    server_done = true;
+  });
+  std::mt19937_64 rng(22);
+  std::uint64_t sent = 0;
+  while (sent < 1000 && !client->send(make_message(sent, kFrame, rng), Clock::now() + 300ms)) {
+    ++sent;
+  }
+  EXPECT_GT(sent, 64u);  // the ring's worth and then some went into the server's inbox
+  EXPECT_LE(server->inbox_bytes(), kCap + kFrame + 64);
+  EXPECT_FALSE(server_done.load());
+  // The client reads the server's frames: the server's sends complete.
+  EXPECT_EQ(receive(*client, 200, Clock::now() + 30s).size(), 200u);
+  server_sender.join();
+  std::vector<std::uint64_t> expected(sent);
+  for (std::uint64_t i = 0; i < sent; ++i) expected[i] = i;
+  EXPECT_EQ(receive(*server, sent, Clock::now() + 30s), expected);
+}
+
 TEST(ShmChannelTest, PeerDeathEndsABlockedSend) {
   auto client = make_client(1 << 12);
   auto child = ChildProcess::fork([&] {

@@ -103,6 +103,13 @@ class Channel {
 
   virtual ChannelStats stats() const noexcept = 0;
 
+  /// Caps the bytes a send that waits for room may drain from the peer into this end's inbox
+  /// (a frame that crosses the cap is taken whole). Uncapped by default: of two peers whose
+  /// transports are full both ways, one must drain without bound for both to progress. A
+  /// server caps its clients' channels (at their queue budget), so that a client which sends
+  /// without reading its replies cannot grow the server's memory; its clients drain freely.
+  virtual void cap_inbox(std::size_t /*bytes*/) noexcept {}
+
   /// A wait on several channels at once (sleep_on_channels() does it) takes three steps, so
   /// that one fence serves every channel: arm_wakeup() flags this end as about to sleep (the
   /// peer then signals `word` when it sends) and returns kArmed, or arms nothing and returns

@@ -11,7 +11,8 @@
 //    when another thread holds it (that thread is delivering); a sender that must wait for space
 //    takes it when free and drains inbound frames into the inbox, so two processes whose rings
 //    are full in both directions keep making progress. The inbox holds only what the peer sent
-//    while this side was blocked, so it is bounded by the peer's outstanding frames.
+//    while this side was blocked; cap_inbox() bounds it (a server caps its clients' inboxes at
+//    their queue budget; a client, whose inbox holds replies to its own calls, does not).
 //
 // Messages larger than one record (half a ring) travel as fragments and are reassembled by the
 // receiver, up to max_message_bytes (at most kMaxFrameBytes, 1 GiB). Records that break the
@@ -26,6 +27,7 @@
 
 #include <atomic>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,6 +73,7 @@ class ShmChannel final : public Channel {
                    std::size_t max_bytes, Deadline deadline, std::error_code& ec) override;
   void close() noexcept override;
   ChannelStats stats() const noexcept override;
+  void cap_inbox(std::size_t bytes) noexcept override;
   /// Arms the receive ring's doorbell (its consumer's sleeper flag) and holds the receive
   /// lease until end_wakeup(): one sleeper per ring, as the ring's handshake wants.
   WakeupArm arm_wakeup(WakeWord& word) noexcept override;
@@ -82,6 +85,8 @@ class ShmChannel final : public Channel {
   std::size_t max_message_bytes() const noexcept { return max_message_bytes_; }
   /// Frames waiting in the inbox (drained by a blocked sender, not yet polled).
   std::size_t inbox_depth() const noexcept;
+  /// Bytes of the frames waiting in the inbox.
+  std::size_t inbox_bytes() const noexcept;
   /// The segment; a forked child that inherited this object calls segment().disown().
   Segment& segment() noexcept { return segment_; }
 
@@ -117,6 +122,8 @@ class ShmChannel final : public Channel {
   AdaptiveWaiter receive_waiter_;
   std::deque<std::vector<std::byte>> inbox_;
   std::atomic<std::size_t> inbox_depth_{0};
+  std::atomic<std::size_t> inbox_bytes_{0};  // written under the lease; read anywhere (stats)
+  std::atomic<std::size_t> inbox_cap_{std::numeric_limits<std::size_t>::max()};
   std::vector<std::byte> partial_;    ///< a fragmented frame being reassembled
   std::size_t partial_expected_ = 0;  ///< its total length (0: none in progress)
   /// The peer broke the record protocol. Written under the receive lease; atomic only so that
