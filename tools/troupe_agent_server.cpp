@@ -36,10 +36,22 @@ int main(int argc, char** argv) {
       ->needs(app.get_option("--agent-class"));
   CLI11_PARSE(app, argc, argv);
 
+  auto& registry = troupe::detail::AgentRegistry::instance();
   for (const std::string& library : libraries) {
+    const std::size_t before = registry.class_names().size();
     if (::dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
       std::fprintf(stderr, "troupe-agent-server: cannot load %s: %s\n", library.c_str(),
                    ::dlerror());
+      return 2;
+    }
+    // Its classes register into this program's registry only if the library binds to this
+    // program's Troupe symbols: not when built with hidden visibility, -Bsymbolic or the like.
+    if (registry.class_names().size() == before) {
+      std::fprintf(stderr,
+                   "troupe-agent-server: %s registered no agent class here (no "
+                   "TROUPE_REGISTER_AGENT, or built so that its symbols bind to its own copy "
+                   "of Troupe: hidden visibility, -Bsymbolic)\n",
+                   library.c_str());
       return 2;
     }
   }

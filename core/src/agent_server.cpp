@@ -216,8 +216,7 @@ void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
   }
   clients_version_.fetch_add(1, std::memory_order_release);
   // A receiver asleep on the other clients' doorbells looks at the new one now.
-  work_signal_.fetch_add(1, std::memory_order_seq_cst);
-  detail::futex_wake_private(work_signal_, 1 << 30);
+  wake_receiver();
 }
 
 void AgentServer::listen(std::unique_ptr<Listener> listener) {
@@ -252,6 +251,7 @@ void AgentServer::stop() noexcept {
   if (stopping_.exchange(true, std::memory_order_acq_rel)) return;
   work_signal_.fetch_add(1, std::memory_order_seq_cst);
   detail::futex_wake_private(work_signal_, 1 << 30);
+  wake_receiver();
 }
 
 void AgentServer::worker_loop() {
@@ -259,15 +259,20 @@ void AgentServer::worker_loop() {
     AgentPtr agent;
     // A look without the lock first: the count is stored under it, and a worker that misses
     // a push here is woken for it or finds it on its next turn.
+    bool more = false;
     if (runnable_size_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard lock(runnable_mutex_);
       if (!runnable_.empty()) {
         agent = std::move(runnable_.front());
         runnable_.pop_front();
         runnable_size_.store(runnable_.size(), std::memory_order_relaxed);
+        more = !runnable_.empty();
       }
     }
     if (agent) {
+      // More waiting than this worker takes: pass the word on (the hand-overs that found a
+      // wake-up already pending did not make one).
+      if (more) wake_follower();
       run_agent(agent);
       continue;
     }
@@ -312,9 +317,10 @@ void AgentServer::worker_loop() {
 }
 
 void AgentServer::wake_follower() noexcept {
-  // One wake-up per nap: until a woken follower runs, further hand-overs do not make the
-  // system call again (it drains the runnable queue once awake). seq_cst pairs with the
-  // follower's increment of sleeping_followers_ before its look at the queue.
+  // One wake-up at a time for hand-overs: until the woken follower runs, further hand-overs
+  // do not make the system call again; that follower wakes the next one if it finds more
+  // agents queued than the one it takes (worker_loop). seq_cst pairs with the follower's
+  // increment of sleeping_followers_ before its look at the queue.
   if (sleeping_followers_.load(std::memory_order_seq_cst) > 0 &&
       !follower_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
@@ -322,23 +328,29 @@ void AgentServer::wake_follower() noexcept {
   }
 }
 
+void AgentServer::wake_receiver() noexcept {
+  receiver_signal_.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake_private(receiver_signal_, 1 << 30);
+}
+
 bool AgentServer::sleep_on_clients(const std::vector<ClientPtr>& clients, std::uint32_t signal) {
-  // Every client's doorbell and the work signal (stop(), a new client, a throttled client
-  // back under its budget) at once. A client over its budget is not read, so not waited on.
-  // The sleep's bound is how soon a client that died (its doorbell never rings) is dropped.
+  // Every client's doorbell and the receiver's signal (stop(), a new client, a throttled
+  // client back under its budget) at once; not the followers' signal, whose one-waiter wakes
+  // this would swallow. A client over its budget is not read, so not waited on. The sleep's
+  // bound is how soon a client that died (its doorbell never rings) is dropped.
   std::vector<Channel*> channels;
   channels.reserve(clients.size());
   for (const auto& client : clients) {
     if (!throttled(*client)) channels.push_back(client->channel.get());
   }
   const auto now = Clock::now();
-  return sleep_on_channels(channels, {&work_signal_, signal, /*process_private=*/true},
+  return sleep_on_channels(channels, {&receiver_signal_, signal, /*process_private=*/true},
                            now + kIdleReceive, now + 1ms);
 }
 
 bool AgentServer::receive(bool may_block) {
   // Before the client list is refreshed: a client added after this wakes the sleep below.
-  const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
+  const std::uint32_t signal = receiver_signal_.load(std::memory_order_seq_cst);
   // The receiver's copy of the client list, refreshed only when it changes. Only the receiver
   // (one worker at a time, handed over by receiving_) touches it.
   if (const auto version = clients_version_.load(std::memory_order_acquire);
@@ -373,6 +385,12 @@ bool AgentServer::receive(bool may_block) {
   for (const auto& client : clients) poll_one(client, kNoWait);
   if (any || !may_block) return any;
   if (clients.size() == 1 && !throttled(*clients.front())) {
+    if (!can_wait_on_several()) {
+      // No futex_waitv: sleep on the ring's doorbell alone (a new client waits for this
+      // sleep's end, stop() too).
+      poll_one(clients.front(), Clock::now() + kIdleReceive);
+      return any;
+    }
     // One client: wait on its ring, spinning then yielding, so that a request coming soon is
     // taken at once; then sleep below, where a new client's arrival wakes this too.
     poll_one(clients.front(), Clock::now() + kBusyReceive);
@@ -385,7 +403,9 @@ bool AgentServer::receive(bool may_block) {
     }
   }
   if (!any) {
-    if (!sleep_on_clients(clients, signal)) detail::futex_wait_private(work_signal_, signal, 1ms);
+    if (!sleep_on_clients(clients, signal)) {
+      detail::futex_wait_private(receiver_signal_, signal, 1ms);
+    }
     // Idle: a poll whose deadline has passed also asks whether the peer is gone (the looks
     // above do not), so a client that closed or died is dropped.
     const auto now = Clock::now();
@@ -579,7 +599,13 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // A server with one agent runs it on one worker at a time: plain stores of a flag tell the
   // followers, instead of two read-modify-writes of the shared count per call.
   const bool counted = hosts_several_agents() || !served->agent;  // a postman runs beside one
-  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0) wake_follower();
+  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0 &&
+      sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
+    // Not through wake_follower(): this wake is for receiving, not for a queued agent, and
+    // must not be lost to a hand-over's pending one (once per busy period: cheap).
+    work_signal_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_private(work_signal_, 1);
+  }
   if (!counted) lone_running_.store(true, std::memory_order_relaxed);
   struct Done {
     AgentServer& server;
@@ -722,7 +748,9 @@ void AgentServer::dequeued(ServedClient& client, std::size_t cost) noexcept {
   const std::size_t limit = options_.max_queued_bytes_per_client;
   const std::size_t before = client.queued_bytes.fetch_sub(cost, std::memory_order_relaxed);
   if (before >= limit && before - cost < limit) {
-    // The receiver may be napping on a throttled client: wake it to read that client again.
+    // The receiver sleeps without that client's doorbell (or the role is free, its next
+    // holder napping): wake them to read that client again.
+    wake_receiver();
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
     detail::futex_wake_private(work_signal_, 1 << 30);
   }

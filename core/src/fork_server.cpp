@@ -81,6 +81,11 @@ void ignore_terminal_signals() {
   // itself still stops it (a launcher's shutdown does that).
   ::setpgid(0, 0);
   ignore_terminal_signals();
+  // A background group's read from the terminal, or write with `stty tostop`, stops the
+  // process (SIGTTIN, SIGTTOU): a stopped server is not dead, so its calls would hang. Ignored,
+  // the read fails with EIO and the write proceeds.
+  ::signal(SIGTTIN, SIG_IGN);
+  ::signal(SIGTTOU, SIG_IGN);
   // Children's exits must reach the signalfd below: a program that ignored SIGCHLD (or set
   // SA_NOCLDWAIT) before init() would have the kernel reap them unseen, and its waits for a
   // server's end would never return.

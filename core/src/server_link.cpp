@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "troupe/core/detail/agent_lane.hpp"
@@ -100,18 +99,20 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     return;
   }
   if (!ec) return;
+  if ((ec == Errc::kPeerDead || ec == Errc::kClosed) && launched_ && state) {
+    // A server this program launched: the fork server's exit notice, which names the status,
+    // follows within moments, and mark_dead() fails this call with it; without it, the grace
+    // runs out (pump(), expire()) and mark_dead() fails it all the same. Not waited for here:
+    // this thread may hold the agent's lane.
+    note_peer_gone();
+    return;
+  }
   ResultPtr failed = take_pending(call_id).state;
   if (!failed) return;
   std::string text = *who + ": sending to its server (" + where_ + "): " + ec.message();
   if (ec == Errc::kPeerDead || ec == Errc::kClosed) {
     // A server that failed to start says why before it closes: report that, not the close.
     read_last_words();
-    // A server this program launched: the fork server's exit notice, which names the status,
-    // follows the channel's news within moments (the pump path waits for it the same way).
-    const auto until = Clock::now() + kExitStatusGrace;
-    while (launched_ && !dead() && Clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
     std::lock_guard lock(mutex_);
     if (dead_.load(std::memory_order_acquire) && !death_.empty()) text = *who + ": " + death_;
   }
@@ -145,14 +146,20 @@ std::size_t ServerLink::pump(Deadline deadline) {
     if (!launched_ || ec == Errc::kMalformedFrame) {
       mark_dead(ec == Errc::kMalformedFrame ? "its server broke the channel protocol"
                                             : "lost its server (" + where_ + "): " + ec.message());
-    } else if (!peer_gone_.exchange(true)) {
-      // The fork server's exit notice names the status: give it a moment.
-      peer_gone_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+    } else if (note_peer_gone()) {
+      // The first news: the fork server's exit notice, which names the status, gets a moment.
     } else if (gone_for_long(Clock::now())) {
       mark_dead("its server process " + std::to_string(pid()) + " is gone");
     }
   }
   return n;
+}
+
+bool ServerLink::note_peer_gone() noexcept {
+  if (peer_gone_.exchange(true)) return false;
+  // The fork server's exit notice names the status: give it a moment (kExitStatusGrace).
+  peer_gone_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+  return true;
 }
 
 bool ServerLink::gone_for_long(Clock::time_point now) const noexcept {

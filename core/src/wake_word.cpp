@@ -19,8 +19,16 @@ static_assert(Clock::is_steady);
 
 }  // namespace
 
+bool can_wait_on_several() noexcept {
+  // No waiters is EINVAL where the call exists; ENOSYS (old kernel) or EPERM (seccomp) where
+  // it cannot be used.
+  static const bool available =
+      ::syscall(SYS_futex_waitv, nullptr, 0U, 0U, nullptr, CLOCK_MONOTONIC) == 0 || errno == EINVAL;
+  return available;
+}
+
 bool wait_on_any(std::span<const WakeWord> words, Deadline deadline) noexcept {
-  if (words.empty() || words.size() > kMaxWakeWords) return false;
+  if (words.empty() || words.size() > kMaxWakeWords || !can_wait_on_several()) return false;
   futex_waitv waiters[kMaxWakeWords] = {};
   for (std::size_t i = 0; i < words.size(); ++i) {
     waiters[i].val = words[i].expected;
@@ -42,6 +50,8 @@ bool wait_on_any(std::span<const WakeWord> words, Deadline deadline) noexcept {
 
 bool sleep_on_channels(std::span<Channel* const> channels, const WakeWord& own, Deadline until,
                        Deadline until_unwatched) {
+  // Before arming anything: arming costs a fence on every CPU.
+  if (channels.size() + 1 > kMaxWakeWords || !can_wait_on_several()) return false;
   std::vector<WakeWord> words;
   std::vector<Channel*> armed;
   words.reserve(channels.size() + 1);

@@ -67,7 +67,7 @@ long voluntary_switches(pid_t pid) {
 }
 
 // A server with several clients (its launcher's and this program's) sleeps on all their
-// doorbells at once when idle, and still answers at once when called.
+// doorbells at once when idle (it napped 1 ms at a time before), and still answers.
 TEST(AgentServerProgramTest, AnIdleServerWithSeveralClientsSleeps) {
   test::ForeignServer server(TROUPE_AGENT_SERVER, {"--load", TROUPE_PLUGGED_AGENT});
   DistAgent p = plugged("P")->to_dist({.port = server.port, .launch_server = false});
@@ -92,7 +92,8 @@ int exit_code_of(std::vector<std::string> args) {
 
 TEST(AgentServerProgramTest, BadInputIsAClearFailure) {
   EXPECT_EQ(exit_code_of({"--load", "/nonexistent/libnothing.so"}), 2);
-  EXPECT_EQ(exit_code_of({"--agent-class", "Nope"}), 1);                      // unknown class
+  EXPECT_EQ(exit_code_of({"--load", "libm.so.6"}), 2);    // loads, but registers no agent class
+  EXPECT_EQ(exit_code_of({"--agent-class", "Nope"}), 1);  // unknown class
   EXPECT_EQ(exit_code_of({"--agent-class", "Plugged", "--kwargs", "{"}), 1);  // not JSON
   EXPECT_NE(exit_code_of({"--port", "70000"}), 0);
   test::ForeignServer first(TROUPE_AGENT_SERVER);

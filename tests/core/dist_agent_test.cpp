@@ -175,6 +175,30 @@ TEST(DistAgentTest, LaunchersMoveWithoutEndingTheirServers) {
   EXPECT_THROW((void)first(Msg("u", "d")).content(), AgentDied);
 }
 
+// Different agents of one server run in parallel on its workers, however many it has: with
+// four workers, three agents called at once all start at once (a hand-over's wake-up must not
+// be lost while another is pending: they would wait for a napping worker's 100 ms).
+TEST(DistAgentTest, AgentsOfOneServerWithManyWorkersStartTogether) {
+  for (int round = 0; round < 3; ++round) {
+    auto first = Sleeper("S0", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false, .workers = 4});
+    std::vector<DistAgent> agents{first};
+    for (int i = 1; i < 3; ++i) {
+      agents.push_back(Sleeper("S" + std::to_string(i), {{"sleep_ms", 300}})
+                           .to_dist({.port = first.port(), .launch_server = false}));
+    }
+    std::vector<Msg> warm;
+    for (auto& a : agents) warm.push_back(a(Msg("u", "warm")));
+    ASSERT_TRUE(wait_all(warm, 30s));
+    std::this_thread::sleep_for(200ms);  // the followers are asleep
+    std::vector<Msg> calls;
+    for (auto& a : agents) calls.push_back(a(Msg("u", "go")));
+    std::vector<std::int64_t> starts;
+    for (const Msg& m : calls) starts.push_back(start_of(m));
+    const auto [earliest, latest] = std::minmax_element(starts.begin(), starts.end());
+    EXPECT_LT(*latest - *earliest, 80'000'000) << "round " << round;  // ns
+  }
+}
+
 TEST(DistAgentTest, TwoHandlesAttachedToOneServerAgentKeepProgramOrder) {
   RpcAgentServerLauncher launcher("Counter", {{"name", "Shared"}});
   launcher.launch();

@@ -368,14 +368,21 @@ TEST(ShmChannelTest, AWaitOnSeveralChannelsWakesWhenAnyPeerSends) {
   auto quiet = make_client();
   auto talker = make_client();
   const std::string talker_name = talker->name();
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
   auto child = ChildProcess::fork([&] {
     quiet->segment().disown();
     talker->segment().disown();
     auto server = ShmChannel::attach(talker_name, ChannelSide::kServer);
     std::this_thread::sleep_for(100ms);  // the parent is asleep by then
     std::mt19937_64 rng(5);
-    return server->send(make_message(1, 64, rng), Clock::now() + 10s) ? 1 : 0;
+    if (server->send(make_message(1, 64, rng), Clock::now() + 10s)) return 1;
+    // The channel stays open until the parent got the frame: its close, which wakes every
+    // waiter, must not stand in for the send's doorbell.
+    char done;
+    return ::read(release[0], &done, 1) == 1 ? 0 : 2;
   });
+  ::close(release[0]);
   talker->expect_peer(child.pid());
   std::uint32_t own_signal = 0;
   std::atomic<std::uint32_t> own{0};
@@ -390,6 +397,8 @@ TEST(ShmChannelTest, AWaitOnSeveralChannelsWakesWhenAnyPeerSends) {
     ASSERT_LT(Clock::now() - started, 20s) << "the sender's doorbell did not wake the wait";
   }
   EXPECT_EQ(got, (std::vector<std::uint64_t>{1}));
+  ASSERT_EQ(::write(release[1], "x", 1), 1);
+  ::close(release[1]);
   EXPECT_EQ(child.wait(), 0);
 
   // A frame waiting: nothing is armed, and the caller is told to receive.

@@ -99,6 +99,8 @@ class AgentServer {
   void worker_loop();
   /// Wakes one napping follower for work handed over, unless one is being woken already.
   void wake_follower() noexcept;
+  /// Wakes the receiver if it sleeps on its clients' doorbells (receiver_signal_).
+  void wake_receiver() noexcept;
   bool receive(bool may_block);
   // The receiver's sleep while several clients are idle: false when it could not sleep on
   // them all at once (the caller naps instead).
@@ -162,6 +164,8 @@ class AgentServer {
   std::atomic<std::uint32_t> work_signal_{0};  // followers sleep on it (private futex)
   std::atomic<int> sleeping_followers_{0};
   std::atomic<bool> follower_wake_pending_{false};  // a follower was woken and has not run yet
+  // The idle receiver sleeps on it, with its clients' doorbells (followers on work_signal_).
+  std::atomic<std::uint32_t> receiver_signal_{0};
   std::atomic<int> running_{0};  // workers running an agent's mailbox (several agents hosted)
   std::atomic<bool> lone_running_{false};  // the same while it hosts one agent (see run_agent)
   std::atomic<std::uint64_t> malformed_{0};

@@ -28,6 +28,10 @@ enum class WakeupArm {
 /// The most words one wait takes (the kernel's FUTEX_WAITV_MAX).
 inline constexpr std::size_t kMaxWakeWords = 128;
 
+/// Whether this process may use futex_waitv (asked of the kernel once): not before Linux 5.16,
+/// nor under a seccomp filter that does not know the call.
+bool can_wait_on_several() noexcept;
+
 /// Sleeps until one of `words` is woken or no longer holds its expected value, or until
 /// `deadline`. Returns false, without sleeping, when it cannot wait on them all at once
 /// (more than kMaxWakeWords, or a kernel without futex_waitv): the caller then naps.

@@ -92,6 +92,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
     outstanding_.store(pending_.size(), std::memory_order_release);
   }
   bool gone_for_long(Clock::time_point now) const noexcept;
+  // The channel says the peer is gone: starts the grace for its exit notice. True the first
+  // time.
+  bool note_peer_gone() noexcept;
   // Takes call `call_id` out of pending_ (its state null if it is not there: settled already).
   Pending take_pending(std::uint64_t call_id);
   // Delivers what the server sent before it went (a start-up error, its Hello).
