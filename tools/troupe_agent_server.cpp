@@ -46,13 +46,13 @@ int main(int argc, char** argv) {
     }
     // Its classes register into this program's registry only if the library binds to this
     // program's Troupe symbols: not when built with hidden visibility, -Bsymbolic or the like.
+    // A library of helpers (or one loaded already) adds none legitimately: a note, not an error.
     if (registry.class_names().size() == before) {
       std::fprintf(stderr,
-                   "troupe-agent-server: %s registered no agent class here (no "
-                   "TROUPE_REGISTER_AGENT, or built so that its symbols bind to its own copy "
-                   "of Troupe: hidden visibility, -Bsymbolic)\n",
+                   "troupe-agent-server: note: %s added no agent class (if it has "
+                   "TROUPE_REGISTER_AGENT lines, it was built so that its symbols bind to its "
+                   "own copy of Troupe: hidden visibility, -Bsymbolic)\n",
                    library.c_str());
-      return 2;
     }
   }
   // After the libraries: the fork server that init() starts is a copy of this process as it is

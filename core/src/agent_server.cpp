@@ -215,8 +215,11 @@ void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
     clients_.push_back(std::move(client));
   }
   clients_version_.fetch_add(1, std::memory_order_release);
-  // A receiver asleep on the other clients' doorbells looks at the new one now.
+  // A receiver asleep on the other clients' doorbells looks at the new one now; with the
+  // receiver's role vacant (its last holder runs an agent), a napping follower takes it.
   wake_receiver();
+  work_signal_.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake_private(work_signal_, 1 << 30);
 }
 
 void AgentServer::listen(std::unique_ptr<Listener> listener) {
@@ -288,7 +291,13 @@ void AgentServer::worker_loop() {
         receiver_runnable_.clear();
       }
       receiving_.store(false, std::memory_order_release);
-      if (agent) run_agent(agent);
+      if (agent) {
+        // This worker leaves the receiver's role to run an agent: while it runs, another
+        // agent's calls must still be received, so a napping follower takes the role (a lone
+        // agent's calls run one at a time anyway).
+        if (hosts_several_agents()) wake_follower();
+        run_agent(agent);
+      }
       continue;
     }
     // A follower: nap until work is handed over, or a millisecond passes (then look for a

@@ -83,7 +83,9 @@ void ignore_terminal_signals() {
   ignore_terminal_signals();
   // A background group's read from the terminal, or write with `stty tostop`, stops the
   // process (SIGTTIN, SIGTTOU): a stopped server is not dead, so its calls would hang. Ignored,
-  // the read fails with EIO and the write proceeds.
+  // the read fails with EIO and the write proceeds. SIG_IGN, not a handler as above, although
+  // it survives exec (a program an agent starts inherits it): with a handler and SA_RESTART,
+  // such a read would be restarted for ever.
   ::signal(SIGTTIN, SIG_IGN);
   ::signal(SIGTTOU, SIG_IGN);
   // Children's exits must reach the signalfd below: a program that ignored SIGCHLD (or set

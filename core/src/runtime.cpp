@@ -349,9 +349,10 @@ void Runtime::retire_idle_links() {
       }
     }
   }
-  // Closing a launched server's channel ends that server.
+  // Closing a launched server's channel ends that server. Marked dead, not only closed: a
+  // request through a handle still held (a ServerHandle) fails at once, saying why.
   for (auto& link : retired) {
-    if (link->idle()) link->close();
+    if (link->idle()) link->mark_dead("no agent of this program is placed there any more");
   }
 }
 

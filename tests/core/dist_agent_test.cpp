@@ -199,6 +199,16 @@ TEST(DistAgentTest, AgentsOfOneServerWithManyWorkersStartTogether) {
   }
 }
 
+// A server handle outliving every agent of its server: the link retires (and the server
+// ends), and a request through the handle then fails at once, not after its timeout.
+TEST(DistAgentTest, AServerHandleOfARetiredServerFailsAtOnce) {
+  ServerHandle handle = Counter("S").to_dist({.lazy_launch = false}).server();
+  std::this_thread::sleep_for(200ms);  // the runtime retires idle links every few ms
+  const auto asked = Clock::now();
+  EXPECT_THROW((void)handle.info(), AgentDied);
+  EXPECT_LT(Clock::now() - asked, 5s);  // not the management timeout's 10 s
+}
+
 TEST(DistAgentTest, TwoHandlesAttachedToOneServerAgentKeepProgramOrder) {
   RpcAgentServerLauncher launcher("Counter", {{"name", "Shared"}});
   launcher.launch();
