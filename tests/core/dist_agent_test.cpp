@@ -549,7 +549,7 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   std::vector<DistAgent> busy;
   for (int i = 0; i < 5; ++i) {
     busy.push_back(
-        Sleeper("busy" + std::to_string(i), {{"sleep_ms", 20}}).to_dist({.lazy_launch = false}));
+        Sleeper("busy" + std::to_string(i), {{"sleep_ms", 60}}).to_dist({.lazy_launch = false}));
   }
   // Every other call takes the previous call's pending result: it waits in the dispatcher's
   // graph, and TBB's workers send it when that result comes, while the fork server forks.
@@ -557,12 +557,17 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   for (int i = 0; i < 50; ++i) {
     in_flight.push_back(busy[i % 5](i % 2 == 0 ? Msg("u", std::to_string(i)) : in_flight.back()));
   }
+  // Each busy agent has 10 calls of 60 ms to run: the first new agent at least is made while
+  // they run (even under a sanitizer, where a server takes a few hundred ms to start).
   std::vector<DistAgent> fresh;
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     fresh.push_back(Counter("new" + std::to_string(i)).to_dist({.lazy_launch = false}));
-  const auto still_pending =
-      std::count_if(in_flight.begin(), in_flight.end(), [](const Msg& m) { return !m.ready(); });
-  EXPECT_GT(still_pending, 0);  // the agents were created under load
+    if (i == 0) {
+      EXPECT_GT(std::count_if(in_flight.begin(), in_flight.end(),
+                              [](const Msg& m) { return !m.ready(); }),
+                0);
+    }
+  }
   for (auto& f : fresh) EXPECT_EQ(f(Msg("u", "x")).content(), f.name() + ":1:x");
   ASSERT_TRUE(wait_all(in_flight, 30s));
   for (int i = 0; i < 50; ++i) {
