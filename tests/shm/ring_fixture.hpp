@@ -1,6 +1,7 @@
 #pragma once
 // A ring in ordinary (process-local) memory, laid out as in a segment: for unit tests and for
 // two threads sharing one mapping.
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -13,6 +14,7 @@ class LocalRing {
   explicit LocalRing(std::size_t capacity)
       : memory_(static_cast<std::byte*>(::operator new (sizeof(RingControl) + capacity,
                                                         std::align_val_t{kFalseSharingRange}))) {
+    std::memset(data(), 0, capacity);  // a ring's data area starts zeroed, as a segment's does
     control_ = new (memory_.get()) RingControl{};
     initialize_ring(*control_, capacity);
   }

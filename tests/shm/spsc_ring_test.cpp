@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -226,15 +227,79 @@ TEST(SpscRingTest, ConsumerRefusesUnknownType) {
   EXPECT_TRUE(c.corrupt());
 }
 
-TEST(SpscRingTest, ConsumerRefusesRecordBeyondPublishedTail) {
-  LocalRing ring(4096);
+TEST(SpscRingTest, ConsumerRefusesRecordBeyondTheProducersSpace) {
+  // The producer may write at most a lap past what the consumer released: a header claiming
+  // more breaks the protocol, even when the record would stay inside the data area.
+  constexpr std::size_t kCap = 4096;
+  LocalRing ring(kCap);
   auto p = ring.producer();
   auto c = ring.consumer();
-  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(16, 1)));
-  RecordHeader bad{64, RecordType::kMessage};  // claims more than was published
+  advance(p, c, kCap / 2);
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(max_record_payload(kCap), 1)));
+  ASSERT_TRUE(c.try_take());  // taken, not released: released is half a lap behind head
+  const std::uint64_t bad = make_header(kCap - 8, RecordType::kMessage);  // all of the area
   std::memcpy(ring.data(), &bad, sizeof bad);
   EXPECT_FALSE(c.try_take());
   EXPECT_TRUE(c.corrupt());
+}
+
+TEST(SpscRingTest, ARecordIsPublishedByItsHeader) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(20, 1)));
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(20, 2)));
+  std::uint64_t first_header = 1;
+  std::memcpy(&first_header, ring.data(), sizeof first_header);
+  EXPECT_EQ(first_header, 0u);  // held back: it publishes the batch
+  EXPECT_FALSE(c.has_data());
+  EXPECT_FALSE(c.maybe_has_data());
+  p.publish();
+  std::memcpy(&first_header, ring.data(), sizeof first_header);
+  EXPECT_EQ(first_header, make_header(20, RecordType::kMessage));
+  EXPECT_TRUE(c.has_data());
+  EXPECT_TRUE(c.maybe_has_data());
+}
+
+TEST(SpscRingTest, ReleasedSpaceReadsAsZero) {
+  constexpr std::size_t kCap = 4096;
+  LocalRing ring(kCap);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  for (int lap = 0; lap < 3; ++lap) {
+    for (int i = 0; i < 7; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(300, i)));
+    p.publish();
+    while (c.try_take()) {
+    }
+    EXPECT_TRUE(c.maybe_has_data());  // taken, not released
+    c.publish_head();
+    EXPECT_FALSE(c.maybe_has_data());
+    EXPECT_TRUE(
+        std::all_of(ring.data(), ring.data() + kCap, [](std::byte b) { return b == std::byte{0}; }))
+        << "lap " << lap;
+  }
+}
+
+TEST(SpscRingTest, AConsumerHoldingAFullLapSeesNoStaleRecord) {
+  // The consumer takes a whole lap without releasing it: the word at its head is then the
+  // header it read a lap ago, which only a release would zero. It must not take it again.
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  const auto msg = bytes(120, 3);  // 128-byte records: exactly 32 fit
+  int pushed = 0;
+  while (p.try_push(RecordType::kMessage, msg)) ++pushed;
+  ASSERT_EQ(pushed, 32);
+  for (int i = 0; i < 32; ++i) ASSERT_TRUE(c.try_take()) << i;
+  EXPECT_FALSE(c.has_data());
+  EXPECT_FALSE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+  c.publish_head();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(120, 4)));
+  auto r = c.try_take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->payload[0], bytes(120, 4)[0]);
+  EXPECT_FALSE(c.try_take());
 }
 
 TEST(SpscRingTest, SleepForDataReturnsAtOnceWhenDataIsThere) {

@@ -4,7 +4,8 @@
 //
 // RingControl, five 128-byte lines, then the data area:
 //
-//   +0     tail               uint64   producer-owned: bytes ever published
+//   +0     tail               uint64   producer-owned: bytes ever published (the consumer
+//                                      learns of records from their headers, not from this)
 //   +128   head               uint64   consumer-owned: bytes ever released
 //   +256   consumer_sleeping  uint32   consumer about to sleep / data_signal: futex word
 //   +384   producer_sleeping  uint32   producer about to sleep / space_signal: futex word
@@ -20,9 +21,15 @@
 //   | length  (u32)| type   (u32) | payload (length bytes)     | pad to 8|
 //   +--------------+--------------+----------------------------+---------+
 //
+// The header is one 8-byte word (length in the low half, type in the high half, little-endian),
+// stored last and atomically: it publishes the record. The type is never 0, so a zero word is
+// "nothing here yet"; the data area outside the published records is all zero (the consumer
+// zeroes what it releases).
+//
 // A record never wraps: when it does not fit before the end of the data area, the producer
 // fills the rest with one padding record (type kPadding, any length) and starts at index 0.
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -44,6 +51,12 @@ struct RecordHeader {
   RecordType type;
 };
 static_assert(sizeof(RecordHeader) == 8);
+static_assert(std::endian::native == std::endian::little, "the header word's layout");
+
+/// A record's header as the one word that publishes it (the bytes of RecordHeader{length, type}).
+constexpr std::uint64_t make_header(std::size_t length, RecordType type) noexcept {
+  return static_cast<std::uint32_t>(length) | std::uint64_t{static_cast<std::uint32_t>(type)} << 32;
+}
 
 inline constexpr std::size_t kRecordAlignment = 8;
 inline constexpr std::size_t kMinRingCapacity = 4096;
@@ -61,12 +74,11 @@ constexpr std::size_t max_record_payload(std::size_t capacity) noexcept {
 
 struct RingControl {
   /// Invariant: head <= tail <= head + capacity; [head, tail) holds whole published records.
-  /// SYNC POINT (producer): the seq_cst store publishes the record bytes below it; pairs with
-  /// the consumer's acquire (or seq_cst) load. seq_cst also orders it before the producer's load
-  /// of consumer_sleeping (store-load: the sleeper handshake, see spsc_ring.hpp).
+  /// The producer's record of what it published; records are published by their headers
+  /// (spsc_ring.hpp), so no one synchronises on this.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> tail;
-  /// SYNC POINT (consumer): the seq_cst store says "bytes before head are read, reuse them";
-  /// pairs with the producer's acquire load before it overwrites them.
+  /// SYNC POINT (consumer): the release store says "bytes before head are read and zeroed,
+  /// reuse them"; pairs with the producer's acquire load before it overwrites them.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> head;
   /// 1 while the consumer is (about to be) asleep on data_signal. Written by the consumer, and
   /// cleared by the producer that wakes it.

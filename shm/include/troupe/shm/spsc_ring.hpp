@@ -1,22 +1,33 @@
 #pragma once
 // A single-producer single-consumer ring of variable-length records in shared memory (layout:
-// ring_layout.hpp). After Aeron's record protocol, with rigtorp's cached indices.
+// ring_layout.hpp). Aeron's record protocol: a record's header is its publication, so the
+// consumer reads only the lines that hold records, never a shared tail; rigtorp's cached head
+// on the producer's side.
 //
 // Roles: one SpscRingProducer and one SpscRingConsumer per ring, usually in two processes. Only
 // one thread at a time may call a given producer's (or consumer's) methods; the owner of the
 // object serialises (ShmChannel does it with its send mutex and receive lease).
 //
-// Invariant: head <= tail <= head + capacity; [head, tail) holds whole records.
+// Invariants: head <= tail <= head + capacity; [head, tail) holds whole records; every byte of
+// the data area outside [head, tail) is zero (the area starts zeroed, the consumer zeroes what
+// it releases), so a header word of zero means "no record here yet".
 //
-// Publication is batched: try_write() appends records privately; publish() makes all of them
-// visible with one store. The consumer likewise releases space in batches (publish_head()).
+// Publication: the producer writes a record's payload, then its 8-byte header word (length and
+// type; the type is never 0) with a release store; the consumer acquire-loads the header word
+// at its head and takes the record when it is not zero. Batched publication: try_write()
+// appends records privately, holding back the header of the first one; publish() stores that
+// one header, which makes the whole run visible (the consumer reaches the later headers only
+// through it, and its acquire covers their relaxed stores). The consumer releases space in
+// batches (publish_head()), zeroing it first. The shared tail is the producer's own record of
+// what it published (for a producer that attaches later, and for tests); consumers do not read
+// it, so a record costs the consumer the transfer of its own lines and nothing else.
 //
 // Sleeper handshake (data; space is the mirror image) — an asymmetric Dekker. The consumer,
 // finding the ring empty, before it sleeps:
 //   C1 s = data_signal.load()   C2 consumer_sleeping.exchange(1)   C2' heavy_barrier()
-//   C3 re-check tail            C4 futex_wait(data_signal, s)
+//   C3 re-check the header word at head   C4 futex_wait(data_signal, s)
 // The producer, in publish():
-//   P1 tail.store(t, release)   P1' compiler fence   P2 if consumer_sleeping.load(relaxed):
+//   P1 header.store(word, release)   P1' compiler fence   P2 if consumer_sleeping.load(relaxed):
 //   exchange(0), data_signal++, futex_wake
 // heavy_barrier() is membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED): every running thread of every
 // registered process executes a full fence. So either the producer's P2 runs after that fence
@@ -59,7 +70,8 @@ std::uint64_t heavy_barriers_made() noexcept;
 /// needs one barrier for them all.
 void heavy_barrier_since(std::uint64_t made) noexcept;
 
-/// Initialises a ring's control block in freshly created (zeroed) memory.
+/// Initialises a ring's control block. Precondition: the data area is zeroed (a new segment
+/// is; see the invariants above).
 inline void initialize_ring(RingControl& ring, std::size_t capacity) noexcept {
   ring.tail.store(0, std::memory_order_relaxed);
   ring.head.store(0, std::memory_order_relaxed);
@@ -83,6 +95,12 @@ inline void wake_all(RingControl& ring) noexcept {
 constexpr bool valid_ring_capacity(std::size_t capacity) noexcept {
   return capacity >= kMinRingCapacity && capacity <= kMaxRingCapacity &&
          (capacity & (capacity - 1)) == 0;
+}
+
+/// The header word of the record at `at` (8-byte aligned, in the ring's data area): the one
+/// word of a record that both sides access atomically.
+inline std::atomic_ref<std::uint64_t> header_word(std::byte* at) noexcept {
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(at));
 }
 
 class SpscRingProducer {
@@ -114,22 +132,21 @@ class SpscRingProducer {
     const std::size_t needed = size <= to_end ? size : to_end + size;
     if (tail_ + needed - head_cache_ > capacity_) {
       // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
-      // before it are read and may be overwritten.
+      // before it are read and zeroed, and may be overwritten.
       head_cache_ = ring_->head.load(std::memory_order_acquire);
       if (tail_ + needed - head_cache_ > capacity_) return false;
     }
     std::byte* at = data_ + index;
     if (size > to_end) {
-      write_header(at, static_cast<std::uint32_t>(to_end - sizeof(RecordHeader)),
-                   RecordType::kPadding);
+      write_header(at, make_header(to_end - sizeof(std::uint64_t), RecordType::kPadding));
       tail_ += to_end;
       at = data_;
     }
-    write_header(at, static_cast<std::uint32_t>(payload), type);
-    if (!first.empty()) std::memcpy(at + sizeof(RecordHeader), first.data(), first.size());
+    if (!first.empty()) std::memcpy(at + sizeof(std::uint64_t), first.data(), first.size());
     if (!second.empty()) {
-      std::memcpy(at + sizeof(RecordHeader) + first.size(), second.data(), second.size());
+      std::memcpy(at + sizeof(std::uint64_t) + first.size(), second.data(), second.size());
     }
+    write_header(at, make_header(payload, type));
     tail_ += size;
     return true;
   }
@@ -144,18 +161,21 @@ class SpscRingProducer {
   /// Makes every record written since the last publish visible, and wakes a sleeping consumer.
   void publish() noexcept {
     if (tail_ == published_) return;
-    // SYNC POINT: publishes the records in [published_, tail_); pairs with the consumer's
-    // acquire load of tail. Step P1 of the handshake.
+    // SYNC POINT: the held-back header publishes the records in [published_, tail_); pairs
+    // with the consumer's acquire load of it. Step P1 of the handshake.
+    auto first = header_word(data_ + (published_ & (capacity_ - 1)));
     bool sleeping;
     if (asymmetric_) {
-      ring_->tail.store(tail_, std::memory_order_release);
+      first.store(held_back_, std::memory_order_release);
       std::atomic_signal_fence(std::memory_order_seq_cst);  // P1': keep P2 after P1
       sleeping = ring_->consumer_sleeping.load(std::memory_order_relaxed) != 0;
     } else {
-      ring_->tail.store(tail_, std::memory_order_seq_cst);
+      first.store(held_back_, std::memory_order_seq_cst);
       sleeping = ring_->consumer_sleeping.load(std::memory_order_seq_cst) != 0;
     }
     published_ = tail_;
+    // Only this producer reads it (when it attaches): relaxed, and on a line of its own.
+    ring_->tail.store(tail_, std::memory_order_relaxed);
     // P2. The load is cheap: the line stays shared until a consumer goes to sleep.
     if (sleeping && ring_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
       ring_->data_signal.fetch_add(1, std::memory_order_seq_cst);
@@ -197,27 +217,26 @@ class SpscRingProducer {
     return tail_ + needed - head_cache_ <= capacity_;
   }
 
-  static void write_header(std::byte* at, std::uint32_t length, RecordType type) noexcept {
-    const RecordHeader header{length, type};
-    // g++ 12 cannot see that `at` has 8 bytes left (capacity is a run-time value) and warns
-    // falsely once the call is inlined into code with a constant-size payload.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#endif
-    std::memcpy(at, &header, sizeof header);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+  /// Stores the header of the record at tail_, or holds it back when it is the first of this
+  /// publication (publish() stores it).
+  void write_header(std::byte* at, std::uint64_t word) noexcept {
+    if (tail_ == published_) {
+      held_back_ = word;
+    } else {
+      // Relaxed: the consumer reads it only after acquiring the held-back header, whose
+      // release store follows this one.
+      header_word(at).store(word, std::memory_order_relaxed);
+    }
   }
 
   RingControl* ring_;
   std::byte* data_;
   std::size_t capacity_;
-  std::uint64_t tail_;        ///< end of the records written, published or not
-  std::uint64_t published_;   ///< the tail the consumer can see
-  std::uint64_t head_cache_;  ///< the consumer's head when last read: space known to be free
-  bool asymmetric_;           ///< this process takes the membarrier handshake's fast path
+  std::uint64_t tail_;           ///< end of the records written, published or not
+  std::uint64_t published_;      ///< the tail the consumer can see
+  std::uint64_t head_cache_;     ///< the consumer's head when last read: space known to be free
+  std::uint64_t held_back_ = 0;  ///< the header word of the record at published_, if written
+  bool asymmetric_;              ///< this process takes the membarrier handshake's fast path
 };
 
 /// One record as the consumer sees it. The payload stays valid until publish_head().
@@ -228,13 +247,12 @@ struct RingRecord {
 
 class SpscRingConsumer {
  public:
-  SpscRingConsumer(RingControl& ring, const std::byte* data) noexcept
+  SpscRingConsumer(RingControl& ring, std::byte* data) noexcept
       : ring_(&ring),
         data_(data),
         capacity_(ring.capacity),
         head_(ring.head.load(std::memory_order_relaxed)),
         released_(head_),
-        tail_cache_(ring.tail.load(std::memory_order_acquire)),
         asymmetric_(asymmetric_barrier_available()) {}
 
   std::size_t capacity() const noexcept { return capacity_; }
@@ -244,52 +262,47 @@ class SpscRingConsumer {
   /// ring holds bytes that break the record protocol: then corrupt() is true for good.
   std::optional<RingRecord> try_take() noexcept {
     while (!corrupt_) {
-      if (head_ == tail_cache_) {
-        // SYNC POINT: pairs with the producer's seq_cst store of tail in publish(): the
-        // records before it are fully written.
-        tail_cache_ = ring_->tail.load(std::memory_order_acquire);
-        if (head_ == tail_cache_) return std::nullopt;
-        prefetch_published();
-      }
+      const std::uint64_t word = peek(std::memory_order_acquire);
+      if (word == 0) return std::nullopt;
       const std::size_t index = head_ & (capacity_ - 1);
-      RecordHeader header;  // copied once: the peer cannot change it under our checks
-      std::memcpy(&header, data_ + index, sizeof header);
-      const std::size_t size = record_size(header.length);
-      if (header.length > capacity_ || size > capacity_ - index || size > tail_cache_ - head_ ||
-          header.type < RecordType::kPadding || header.type > RecordType::kFragmentAbort) {
+      const auto length = static_cast<std::uint32_t>(word);
+      const auto type = static_cast<RecordType>(word >> 32);
+      const std::size_t size = record_size(length);
+      // A record must lie in the data area, within the space the producer may write (up to a
+      // lap past what we released), and have a known type.
+      if (length > capacity_ || size > capacity_ - index || head_ + size > released_ + capacity_ ||
+          type < RecordType::kPadding || type > RecordType::kFragmentAbort) {
         corrupt_ = true;
         return std::nullopt;
       }
       head_ += size;
-      if (header.type == RecordType::kPadding) continue;
-      return RingRecord{header.type, {data_ + index + sizeof(RecordHeader), header.length}};
+      if (type == RecordType::kPadding) continue;
+      if (size > 64) prefetch_lines(index + 64, index + size);
+      return RingRecord{type, {data_ + index + sizeof(std::uint64_t), length}};
     }
     return std::nullopt;
   }
 
-  /// True when a record is published and not yet taken (refreshes the cached tail).
-  bool has_data() noexcept {
-    if (head_ != tail_cache_) return true;
-    tail_cache_ = ring_->tail.load(std::memory_order_acquire);  // SYNC POINT: as in try_take
-    if (head_ == tail_cache_) return false;
-    prefetch_published();  // a waiter learns of new records here, not in try_take
-    return true;
-  }
+  /// True when a record is published and not yet taken.
+  bool has_data() noexcept { return peek(std::memory_order_acquire) != 0; }
 
-  /// A hint that any thread may ask (it reads only the shared positions): false when every
-  /// published record was taken and released, i.e. there is certainly nothing to take. The
-  /// loads are relaxed: a hint orders nothing, and whoever acts on it takes the records
-  /// through try_take(), whose acquire load synchronises.
+  /// A hint that any thread may ask (it reads only the shared head and the header word there):
+  /// false when every published record was taken and released, i.e. there is certainly
+  /// nothing to take. The loads are relaxed: a hint orders nothing, and whoever acts on it
+  /// takes the records through try_take(), whose acquire load synchronises.
   bool maybe_has_data() const noexcept {
-    return ring_->tail.load(std::memory_order_relaxed) !=
-           ring_->head.load(std::memory_order_relaxed);
+    const std::uint64_t released = ring_->head.load(std::memory_order_relaxed);
+    return header_word(data_ + (released & (capacity_ - 1))).load(std::memory_order_relaxed) != 0;
   }
 
-  /// Gives the space of every taken record back to the producer; wakes it if it sleeps.
+  /// Zeroes the space of every taken record and gives it back to the producer; wakes it if it
+  /// sleeps.
   void publish_head() noexcept {
     if (head_ == released_) return;
-    // SYNC POINT: our reads of [released_, head_) are done; pairs with the producer's acquire
-    // load of head before it overwrites them. The space handshake's store step.
+    zero(released_, head_);
+    // SYNC POINT: our reads and zeroing of [released_, head_) are done; pairs with the
+    // producer's acquire load of head before it overwrites them. The space handshake's store
+    // step.
     bool sleeping;
     if (asymmetric_) {
       ring_->head.store(head_, std::memory_order_release);
@@ -321,9 +334,8 @@ class SpscRingConsumer {
   /// Steps C2'-C3: false, with the flag cleared, when a record was published meanwhile (then
   /// do not sleep); true when sleeping on the signal flag_sleep() returned is safe (C4).
   bool confirm_sleep() noexcept {
-    heavy_barrier_since(flagged_after_);                        // C2'
-    tail_cache_ = ring_->tail.load(std::memory_order_seq_cst);  // C3
-    if (head_ == tail_cache_) return true;
+    heavy_barrier_since(flagged_after_);                    // C2'
+    if (peek(std::memory_order_seq_cst) == 0) return true;  // C3
     end_sleep();
     return false;
   }
@@ -345,24 +357,42 @@ class SpscRingConsumer {
   bool corrupt() const noexcept { return corrupt_; }
 
  private:
-  // Fetches the newly published lines (up to 16: a typical call frame is ~300 bytes) at once,
-  // so that their misses overlap instead of following one another through the header checks
-  // and the reader's walk of the frame (a FlatBuffers verifier follows offsets: each line it
-  // misses would otherwise cost a whole transfer from the producer's core).
-  void prefetch_published() const noexcept {
-    const std::uint64_t end = std::min<std::uint64_t>(tail_cache_, head_ + 16 * 64);
-    for (std::uint64_t p = head_ & ~std::uint64_t{63}; p < end; p += 64) {
-      __builtin_prefetch(data_ + (p & (capacity_ - 1)));
+  /// The header word at head, or 0 when no record can be there: either none is published, or
+  /// the word lies in space we took a lap ago and have not released (and so not zeroed), which
+  /// the producer cannot have written.
+  std::uint64_t peek(std::memory_order order) const noexcept {
+    if (head_ + sizeof(std::uint64_t) > released_ + capacity_) return 0;
+    // SYNC POINT: acquire pairs with the producer's release store of the header in publish().
+    return header_word(data_ + (head_ & (capacity_ - 1))).load(order);
+  }
+
+  /// Zeroes the bytes at positions [from, to) (at most a lap, 8-byte aligned), so that they
+  /// read as "no record" when the producer comes round again. Word by word, with atomic
+  /// stores: any of these words may be read by maybe_has_data() on another thread (and a
+  /// memset under such a read would be a data race).
+  void zero(std::uint64_t from, std::uint64_t to) noexcept {
+    for (std::uint64_t p = from; p != to; p += sizeof(std::uint64_t)) {
+      header_word(data_ + (p & (capacity_ - 1))).store(0, std::memory_order_relaxed);
+    }
+  }
+
+  // Fetches the rest of a record's lines (up to 16: a typical call frame is ~300 bytes) at
+  // once, so that their misses overlap instead of following one another through the reader's
+  // walk of the frame (a FlatBuffers verifier follows offsets: each line it misses would
+  // otherwise cost a whole transfer from the producer's core).
+  void prefetch_lines(std::size_t from, std::size_t to) const noexcept {
+    const std::size_t end = std::min(to, from + 15 * 64);
+    for (std::size_t i = from & ~std::size_t{63}; i < end; i += 64) {
+      __builtin_prefetch(data_ + i);
     }
   }
 
   RingControl* ring_;
-  const std::byte* data_;
+  std::byte* data_;
   std::size_t capacity_;
-  std::uint64_t head_;        ///< end of the records taken
-  std::uint64_t released_;    ///< the head the producer can see
-  std::uint64_t tail_cache_;  ///< the producer's tail when last read
-  bool asymmetric_;           ///< see SpscRingProducer::asymmetric_
+  std::uint64_t head_;      ///< end of the records taken
+  std::uint64_t released_;  ///< the head the producer can see
+  bool asymmetric_;         ///< see SpscRingProducer::asymmetric_
   bool corrupt_ = false;
   std::uint64_t flagged_after_ = 0;  ///< heavy_barriers_made() when flag_sleep() ran
 };
