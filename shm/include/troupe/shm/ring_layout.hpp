@@ -74,8 +74,9 @@ constexpr std::size_t max_record_payload(std::size_t capacity) noexcept {
 
 struct RingControl {
   /// Invariant: head <= tail <= head + capacity; [head, tail) holds whole published records.
-  /// The producer's record of what it published; records are published by their headers
-  /// (spsc_ring.hpp), so no one synchronises on this.
+  /// The producer's record of what it published, stored relaxed: a hint for the consumer's
+  /// process. Records are published by their headers (spsc_ring.hpp); no one synchronises on
+  /// this.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> tail;
   /// SYNC POINT (consumer): the release store says "bytes before head are read and zeroed,
   /// reuse them"; pairs with the producer's acquire load before it overwrites them.
