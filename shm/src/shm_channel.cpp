@@ -103,7 +103,12 @@ std::unique_ptr<ShmChannel> ShmChannel::attach(const std::string& name, ChannelS
                 (side == ChannelSide::kClient ? "client" : "server") +
                 " side is already held by live process " + std::to_string(holder));
   }
-  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, wait));
+  auto channel = std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, wait));
+  if (channel->producer_.broken() || channel->consumer_.corrupt()) {
+    throw ProtocolError("attach channel '" + name +
+                        "': its rings' positions or records break the ring protocol");
+  }
+  return channel;
 }
 
 ShmChannel::ShmChannel(Segment segment, ChannelSide side, const WaitPolicy& wait)

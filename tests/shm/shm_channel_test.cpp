@@ -436,6 +436,17 @@ TEST(ShmChannelTest, AttachRefusesASideHeldByALiveProcess) {
   ::close(ready[1]);
 }
 
+// A peer that left its rings' positions inconsistent: attaching refuses the channel.
+TEST(ShmChannelTest, AttachRefusesRingsWhosePositionsBreakTheProtocol) {
+  for (std::size_t ring : {0, 1}) {  // the server's inbound ring's head, its outbound's tail
+    auto client = make_client(1 << 12);
+    auto& control =
+        *reinterpret_cast<RingControl*>(client->segment().base() + ring_offset(ring, 1 << 12));
+    (ring == 0 ? control.head : control.tail).store(4);
+    EXPECT_THROW(ShmChannel::attach(client->name(), ChannelSide::kServer), ProtocolError) << ring;
+  }
+}
+
 // A peer that breaks the record protocol: the receiver reports it, counts it, and keeps
 // serving its other channels.
 TEST(ShmChannelTest, CorruptRingIsReportedAndOtherChannelsKeepServing) {

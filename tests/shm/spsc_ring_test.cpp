@@ -283,6 +283,11 @@ TEST(SpscRingTest, BytesOfAnEarlierLapAreNeverReadAsARecord) {
     EXPECT_FALSE(c.has_data()) << round;
     EXPECT_FALSE(c.try_take()) << round;
     c.publish_head();
+    // Free space again looks like headers everywhere but in the terminator word.
+    const std::uint64_t tail = ring.control().tail.load();
+    for (std::uint64_t at = tail + 8; at < tail + kCap; at += 8) {
+      std::memcpy(ring.data() + (at % kCap), &lookalike, 8);
+    }
   }
   EXPECT_FALSE(c.corrupt());
 }
@@ -307,6 +312,90 @@ TEST(SpscRingTest, AConsumerHoldingAFullRingSeesNoStaleRecord) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->payload[0], bytes(120, 4)[0]);
   EXPECT_FALSE(c.try_take());
+}
+
+TEST(SpscRingTest, AProducerTakingOverAUsedRingStartsAfterItsLastPublishedRecord) {
+  // A producer that died after publishing (its headers stored) but before its relaxed store of
+  // the shared tail, with a batch written but unpublished: the next producer must neither
+  // overwrite the published records nor expose the unpublished ones.
+  LocalRing ring(4096);
+  auto c = ring.consumer();
+  std::uint64_t stale_tail = 0;
+  {
+    auto first = ring.producer();
+    for (int i = 0; i < 40; ++i) {  // a lap and more, so that positions are not indices
+      ASSERT_TRUE(first.try_push(RecordType::kMessage, bytes(100, i)));
+      ASSERT_TRUE(c.try_take());
+      c.publish_head();
+    }
+    stale_tail = ring.control().tail.load();
+    ASSERT_TRUE(first.try_push(RecordType::kMessage, bytes(100, 41)));
+    ASSERT_TRUE(first.try_push(RecordType::kMessage, bytes(100, 42)));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(first.try_write(RecordType::kMessage, bytes(60, 99)));
+  }
+  ring.control().tail.store(stale_tail);  // the last two tail stores never happened
+  auto second = ring.producer();
+  EXPECT_FALSE(second.broken());
+  ASSERT_TRUE(second.try_push(RecordType::kMessage, bytes(30, 43)));
+  for (int i : {41, 42, 43}) {
+    auto r = c.try_take();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->payload[1], bytes(8, i)[1]) << i;
+  }
+  EXPECT_FALSE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
+TEST(SpscRingTest, PositionsThatBreakTheProtocolMakeBothEndsRefuse) {
+  {
+    LocalRing ring(4096);
+    ring.control().tail.store(12);  // not a record boundary
+    auto p = ring.producer();
+    EXPECT_TRUE(p.broken());
+    EXPECT_FALSE(p.try_push(RecordType::kMessage, bytes(8, 1)));
+    EXPECT_FALSE(p.has_space_for(8));
+  }
+  {
+    LocalRing ring(4096);
+    ring.control().tail.store(std::uint64_t{1} << 40);  // far past what the consumer released
+    EXPECT_TRUE(ring.producer().broken());
+  }
+  {
+    LocalRing ring(4096);
+    const std::uint64_t bad = make_header(8000, RecordType::kMessage);  // past the area's end
+    std::memcpy(ring.data(), &bad, sizeof bad);
+    EXPECT_TRUE(ring.producer().broken());
+  }
+  {
+    LocalRing ring(4096);
+    ring.control().head.store(20);
+    auto c = ring.consumer();
+    EXPECT_TRUE(c.corrupt());
+    EXPECT_FALSE(c.try_take());
+  }
+}
+
+TEST(SpscRingTest, ABatchThatStartsWithPaddingIsPublishedWhole) {
+  constexpr std::size_t kCap = 4096;
+  LocalRing ring(kCap);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  advance(p, c, kCap - 64);                                       // 64 bytes before the end
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(100, 1)));  // padding, then at index 0
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(100, 2)));
+  EXPECT_FALSE(c.has_data());  // the held-back header is the padding's
+  EXPECT_FALSE(c.maybe_has_data());
+  p.publish();
+  EXPECT_TRUE(c.maybe_has_data());
+  for (int i : {1, 2}) {
+    auto r = c.try_take();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->payload[1], bytes(8, i)[1]);
+  }
+  EXPECT_FALSE(c.try_take());
+  EXPECT_TRUE(c.maybe_has_data());  // taken, not released
+  c.publish_head();
+  EXPECT_FALSE(c.maybe_has_data());
 }
 
 TEST(SpscRingTest, SleepForDataReturnsAtOnceWhenDataIsThere) {

@@ -23,8 +23,8 @@
 //
 // The header is one 8-byte word (length in the low half, type in the high half, little-endian),
 // stored last and atomically: it publishes the record. The type is never 0, so a zero word is
-// "nothing here yet"; the data area outside the published records is all zero (the consumer
-// zeroes what it releases).
+// "nothing here yet": the producer keeps a zero word after the last record it published (the
+// data area starts zeroed; the word after each new record is zeroed before its payload).
 //
 // A record never wraps: when it does not fit before the end of the data area, the producer
 // fills the rest with one padding record (type kPadding, any length) and starts at index 0.
@@ -73,13 +73,13 @@ constexpr std::size_t max_record_payload(std::size_t capacity) noexcept {
 }
 
 struct RingControl {
-  /// Invariant: head <= tail <= head + capacity; [head, tail) holds whole published records.
-  /// The producer's record of what it published, stored relaxed: a hint for the consumer's
-  /// process. Records are published by their headers (spsc_ring.hpp); no one synchronises on
-  /// this.
+  /// The producer's record of what it published, stored relaxed after the headers that
+  /// publish the records (spsc_ring.hpp): a hint for the consumer's process, and where a
+  /// producer that attaches later starts looking for the end. It may lag the published
+  /// records, and even the consumer's head, for a moment; no one synchronises on it.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> tail;
-  /// SYNC POINT (consumer): the release store says "bytes before head are read and zeroed,
-  /// reuse them"; pairs with the producer's acquire load before it overwrites them.
+  /// SYNC POINT (consumer): the release store says "bytes before head are read, reuse them";
+  /// pairs with the producer's acquire load before it overwrites them.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> head;
   /// 1 while the consumer is (about to be) asleep on data_signal. Written by the consumer, and
   /// cleared by the producer that wakes it.

@@ -1,15 +1,16 @@
 #pragma once
 // A single-producer single-consumer ring of variable-length records in shared memory (layout:
 // ring_layout.hpp). Aeron's record protocol: a record's header is its publication, so the
-// consumer reads only the lines that hold records, never a shared tail; rigtorp's cached head
-// on the producer's side.
+// consumer reads only the lines that hold records, never the shared tail (other threads of its
+// process may, for a hint); rigtorp's cached head on the producer's side.
 //
 // Roles: one SpscRingProducer and one SpscRingConsumer per ring, usually in two processes. Only
 // one thread at a time may call a given producer's (or consumer's) methods; the owner of the
 // object serialises (ShmChannel does it with its send mutex and receive lease).
 //
-// Invariants: head <= tail <= head + capacity - 8; [head, tail) holds whole records, and the
-// word at tail is zero ("no record here yet": a header word is never 0, its type is not). The
+// Invariants, on the producer's tail (the end of what it published) and the consumer's head:
+// head <= tail <= head + capacity - 8; [head, tail) holds whole records, and the word at tail
+// is zero ("no record here yet": a header word is never 0, its type is not). The
 // producer keeps that last word free, writes a zero "terminator" word after each record before
 // the record's header, and holds back the header of the record at tail until it publishes; the
 // data area starts zeroed. Bytes of earlier laps elsewhere are never read as headers: the
@@ -113,16 +114,21 @@ inline std::atomic_ref<std::uint64_t> header_word(const std::byte* at) noexcept 
 
 class SpscRingProducer {
  public:
+  /// Takes the producer's side of `ring`, new or used: it starts after the last record
+  /// published there (see find_published_end()).
   SpscRingProducer(RingControl& ring, std::byte* data) noexcept
       : ring_(&ring),
         data_(data),
         capacity_(ring.capacity),
-        tail_(ring.tail.load(std::memory_order_relaxed)),
-        published_(tail_),
         head_cache_(ring.head.load(std::memory_order_acquire)),
-        asymmetric_(asymmetric_barrier_available()) {}
+        asymmetric_(asymmetric_barrier_available()) {
+    tail_ = published_ = find_published_end();
+  }
 
   std::size_t capacity() const noexcept { return capacity_; }
+  /// True when the ring's positions or records contradict the protocol (a peer corrupted
+  /// them): then nothing can be written, for good.
+  bool broken() const noexcept { return broken_; }
   std::size_t max_payload() const noexcept { return max_record_payload(capacity_); }
 
   /// Appends one record whose payload is `first` followed by `second`, without publishing it.
@@ -138,11 +144,11 @@ class SpscRingProducer {
     // A record that does not fit before the end needs a padding record first. Since size is at
     // most capacity / 2, one of the two always fits in an empty ring, with its terminator.
     const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
-    if (tail_ + needed - head_cache_ > capacity_) {
+    if (tail_ + needed - head_cache_ > capacity_ || broken_) {
       // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
       // before it are read, and may be overwritten.
       head_cache_ = ring_->head.load(std::memory_order_acquire);
-      if (tail_ + needed - head_cache_ > capacity_) return false;
+      if (tail_ + needed - head_cache_ > capacity_ || broken_) return false;
     }
     std::byte* at = data_ + index;
     if (size > to_end) {
@@ -221,11 +227,33 @@ class SpscRingProducer {
   }
 
  private:
+  /// Where this producer starts: the end of the records published in the ring. The shared tail
+  /// is stored after the headers it covers, so a producer that died between the two left it
+  /// behind (and the consumer may have released past it): from the later of the two positions,
+  /// walk the published records to the zero word that ends them. Positions or records out of
+  /// bounds mark the ring broken.
+  std::uint64_t find_published_end() noexcept {
+    const std::uint64_t hint = ring_->tail.load(std::memory_order_relaxed);
+    std::uint64_t end = std::max(hint, head_cache_);
+    while (!broken_) {
+      if (end % kRecordAlignment != 0 || end - head_cache_ > capacity_ - kTerminator) break;
+      // SYNC POINT: acquire, as the consumer's: the records it publishes are written.
+      const std::uint64_t word =
+          header_word(data_ + (end & (capacity_ - 1))).load(std::memory_order_acquire);
+      if (word == 0) return end;
+      const std::size_t size = record_size(static_cast<std::uint32_t>(word));
+      if (size > capacity_ - (end & (capacity_ - 1))) break;
+      end += size;
+    }
+    broken_ = true;
+    return head_cache_ & ~std::uint64_t{kRecordAlignment - 1};
+  }
+
   bool fits(std::size_t payload) const noexcept {
     const std::size_t size = record_size(payload);
     const std::size_t to_end = capacity_ - (tail_ & (capacity_ - 1));
     const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
-    return tail_ + needed - head_cache_ <= capacity_;
+    return tail_ + needed - head_cache_ <= capacity_ && !broken_;
   }
 
   /// Stores the header of the record at tail_, or holds it back when it is the first of this
@@ -250,6 +278,7 @@ class SpscRingProducer {
   std::uint64_t head_cache_;     ///< the consumer's head when last read: space known to be free
   std::uint64_t held_back_ = 0;  ///< the header word of the record at published_, if written
   bool asymmetric_;              ///< this process takes the membarrier handshake's fast path
+  bool broken_ = false;          ///< see broken()
 };
 
 /// One record as the consumer sees it. The payload stays valid until publish_head().
@@ -260,13 +289,20 @@ struct RingRecord {
 
 class SpscRingConsumer {
  public:
+  /// Takes the consumer's side of `ring`, new or used. A head that is not a record boundary
+  /// (a peer corrupted it) makes the consumer corrupt() from the start.
   SpscRingConsumer(RingControl& ring, const std::byte* data) noexcept
       : ring_(&ring),
         data_(data),
         capacity_(ring.capacity),
         head_(ring.head.load(std::memory_order_relaxed)),
         released_(head_),
-        asymmetric_(asymmetric_barrier_available()) {}
+        asymmetric_(asymmetric_barrier_available()) {
+    if (head_ % kRecordAlignment != 0) {
+      corrupt_ = true;
+      head_ = released_ = head_ & ~std::uint64_t{kRecordAlignment - 1};  // peek() stays in bounds
+    }
+  }
 
   std::size_t capacity() const noexcept { return capacity_; }
 
@@ -382,7 +418,7 @@ class SpscRingConsumer {
   // stream whose reader looks at two of them a fifth of its rate (0.48x -> 0.58x the raw ring
   // with four).
   void prefetch_lines(std::size_t from, std::size_t to) const noexcept {
-    const std::size_t end = std::min(to, from + 4 * 64);
+    const std::size_t end = std::min(to, (from & ~std::size_t{63}) + 4 * 64);
     for (std::size_t i = from & ~std::size_t{63}; i < end; i += 64) {
       __builtin_prefetch(data_ + i);
     }
