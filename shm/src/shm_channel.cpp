@@ -82,8 +82,11 @@ std::unique_ptr<ShmChannel> ShmChannel::create(const std::string& name, ChannelS
     auto* ring = new (segment.base() + ring_offset(i, options.ring_bytes)) RingControl{};
     initialize_ring(*ring, options.ring_bytes);
   }
-  segment.mark_ready();
-  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, options.wait));
+  // The creator takes its ends before an attacher can touch the rings.
+  auto channel =
+      std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, options.wait));
+  channel->segment_.mark_ready();
+  return channel;
 }
 
 std::unique_ptr<ShmChannel> ShmChannel::attach(const std::string& name, ChannelSide side,
@@ -103,12 +106,16 @@ std::unique_ptr<ShmChannel> ShmChannel::attach(const std::string& name, ChannelS
                 (side == ChannelSide::kClient ? "client" : "server") +
                 " side is already held by live process " + std::to_string(holder));
   }
-  auto channel = std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, wait));
-  if (channel->producer_.broken() || channel->consumer_.corrupt()) {
-    throw ProtocolError("attach channel '" + name +
-                        "': its rings' positions or records break the ring protocol");
+  // Checked before the channel is made (its constructor claims the side; its destructor
+  // closes it): each ring's own capacity, then its positions and records.
+  for (std::size_t i = 0; i < 2; ++i) {
+    const RingControl& ring = ring_at(segment, i, capacity);
+    if (ring.capacity != capacity || !find_published_end(ring, ring_data(segment, i, capacity))) {
+      throw ProtocolError("attach channel '" + name + "': ring " + std::to_string(i) +
+                          "'s capacity, positions or records break the ring protocol");
+    }
   }
-  return channel;
+  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(segment), side, wait));
 }
 
 ShmChannel::ShmChannel(Segment segment, ChannelSide side, const WaitPolicy& wait)

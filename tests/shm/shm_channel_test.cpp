@@ -436,14 +436,28 @@ TEST(ShmChannelTest, AttachRefusesASideHeldByALiveProcess) {
   ::close(ready[1]);
 }
 
-// A peer that left its rings' positions inconsistent: attaching refuses the channel.
-TEST(ShmChannelTest, AttachRefusesRingsWhosePositionsBreakTheProtocol) {
-  for (std::size_t ring : {0, 1}) {  // the server's inbound ring's head, its outbound's tail
+// A peer that left its rings' positions or capacity inconsistent: attaching refuses the
+// channel, and the refusal leaves no claim on the side behind.
+TEST(ShmChannelTest, AttachRefusesRingsThatBreakTheProtocol) {
+  for (int damage = 0; damage < 3; ++damage) {
     auto client = make_client(1 << 12);
-    auto& control =
-        *reinterpret_cast<RingControl*>(client->segment().base() + ring_offset(ring, 1 << 12));
-    (ring == 0 ? control.head : control.tail).store(4);
-    EXPECT_THROW(ShmChannel::attach(client->name(), ChannelSide::kServer), ProtocolError) << ring;
+    auto ring = [&](std::size_t i) -> RingControl& {
+      return *reinterpret_cast<RingControl*>(client->segment().base() + ring_offset(i, 1 << 12));
+    };
+    const std::uint64_t head = ring(0).head.load(), tail = ring(1).tail.load();
+    if (damage == 0) ring(0).head.store(4);       // the server's inbound ring: not a boundary
+    if (damage == 1) ring(1).tail.store(4);       // its outbound ring
+    if (damage == 2) ring(1).capacity = 1 << 20;  // beyond the segment
+    EXPECT_THROW(ShmChannel::attach(client->name(), ChannelSide::kServer), ProtocolError) << damage;
+    ring(0).head.store(head);
+    ring(1).tail.store(tail);
+    ring(1).capacity = 1 << 12;
+    auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+    std::mt19937_64 rng(damage);
+    ASSERT_FALSE(client->send(make_message(7, 64, rng), Clock::now() + 1s));
+    auto got = receive(*server, 1, Clock::now() + 5s);
+    ASSERT_EQ(got.size(), 1u) << damage;
+    EXPECT_EQ(got[0], 7u);
   }
 }
 

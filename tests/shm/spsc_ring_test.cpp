@@ -334,8 +334,10 @@ TEST(SpscRingTest, AProducerTakingOverAUsedRingStartsAfterItsLastPublishedRecord
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(first.try_write(RecordType::kMessage, bytes(60, 99)));
   }
   ring.control().tail.store(stale_tail);  // the last two tail stores never happened
+  EXPECT_FALSE(c.maybe_has_data());       // the hint misses the two published records
   auto second = ring.producer();
   EXPECT_FALSE(second.broken());
+  EXPECT_TRUE(c.maybe_has_data());  // the new producer set it right
   ASSERT_TRUE(second.try_push(RecordType::kMessage, bytes(30, 43)));
   for (int i : {41, 42, 43}) {
     auto r = c.try_take();

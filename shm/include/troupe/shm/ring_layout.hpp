@@ -4,8 +4,8 @@
 //
 // RingControl, five 128-byte lines, then the data area:
 //
-//   +0     tail               uint64   producer-owned: bytes ever published (the consumer
-//                                      learns of records from their headers, not from this)
+//   +0     tail               uint64   producer-owned: a hint of the bytes published (records
+//                                      are published by their headers, see spsc_ring.hpp)
 //   +128   head               uint64   consumer-owned: bytes ever released
 //   +256   consumer_sleeping  uint32   consumer about to sleep / data_signal: futex word
 //   +384   producer_sleeping  uint32   producer about to sleep / space_signal: futex word

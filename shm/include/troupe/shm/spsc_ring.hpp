@@ -23,9 +23,10 @@
 // header, which makes the whole run visible (the consumer reaches the later headers only
 // through it, and its acquire covers their relaxed stores). The consumer releases space in
 // batches (publish_head()). The shared tail is the producer's record of what it published, a
-// hint for other threads of the consumer's process (maybe_has_data()); the consumer itself
-// does not read it, so a record costs the consumer the transfer of its own lines and nothing
-// else, and the consumer never writes to the data area.
+// hint for other threads of the consumer's process (maybe_has_data()) and where a producer
+// taking over the ring starts looking for the end; the consumer itself does not read it, so a
+// record costs the consumer the transfer of its own lines and nothing else, and the consumer never
+// writes to the data area.
 //
 // Sleeper handshake (data; space is the mirror image) — an asymmetric Dekker. The consumer,
 // finding the ring empty, before it sleeps:
@@ -112,17 +113,54 @@ inline std::atomic_ref<std::uint64_t> header_word(const std::byte* at) noexcept 
   return header_word(const_cast<std::byte*>(at));
 }
 
+/// The end of the records published in `ring` (whose data area is `data`), where a producer
+/// taking it over starts; nullopt when its positions or records break the protocol (a peer
+/// corrupted them). Only reads. The shared tail is stored after the headers it covers, so a
+/// producer that died between the two left it behind (and the consumer may have released past
+/// it): from the later of tail and head, this walks the published records to the zero word
+/// that ends them.
+inline std::optional<std::uint64_t> find_published_end(const RingControl& ring,
+                                                       const std::byte* data) noexcept {
+  const std::uint64_t capacity = ring.capacity;
+  const std::uint64_t head = ring.head.load(std::memory_order_acquire);
+  std::uint64_t end = std::max(ring.tail.load(std::memory_order_relaxed), head);
+  if (head % kRecordAlignment != 0) return std::nullopt;
+  for (;;) {
+    if (end % kRecordAlignment != 0 || end - head > capacity - sizeof(std::uint64_t)) {
+      return std::nullopt;
+    }
+    // SYNC POINT: acquire, as the consumer's: the records it publishes are written.
+    const std::uint64_t word =
+        header_word(data + (end & (capacity - 1))).load(std::memory_order_acquire);
+    if (word == 0) return end;
+    const std::size_t size = record_size(static_cast<std::uint32_t>(word));
+    const auto type = static_cast<RecordType>(word >> 32);
+    if (size > capacity - (end & (capacity - 1)) || type < RecordType::kPadding ||
+        type > RecordType::kFragmentAbort) {
+      return std::nullopt;
+    }
+    end += size;
+  }
+}
+
 class SpscRingProducer {
  public:
   /// Takes the producer's side of `ring`, new or used: it starts after the last record
-  /// published there (see find_published_end()).
+  /// published there (find_published_end()). Precondition: ring.capacity is valid.
   SpscRingProducer(RingControl& ring, std::byte* data) noexcept
       : ring_(&ring),
         data_(data),
         capacity_(ring.capacity),
         head_cache_(ring.head.load(std::memory_order_acquire)),
         asymmetric_(asymmetric_barrier_available()) {
-    tail_ = published_ = find_published_end();
+    if (const auto end = find_published_end(ring, data)) {
+      tail_ = published_ = *end;
+      // The hint, exact again if a producer died before storing it. Relaxed, as in publish().
+      ring.tail.store(tail_, std::memory_order_relaxed);
+    } else {
+      broken_ = true;
+      tail_ = published_ = head_cache_ & ~std::uint64_t{kRecordAlignment - 1};
+    }
   }
 
   std::size_t capacity() const noexcept { return capacity_; }
@@ -227,28 +265,6 @@ class SpscRingProducer {
   }
 
  private:
-  /// Where this producer starts: the end of the records published in the ring. The shared tail
-  /// is stored after the headers it covers, so a producer that died between the two left it
-  /// behind (and the consumer may have released past it): from the later of the two positions,
-  /// walk the published records to the zero word that ends them. Positions or records out of
-  /// bounds mark the ring broken.
-  std::uint64_t find_published_end() noexcept {
-    const std::uint64_t hint = ring_->tail.load(std::memory_order_relaxed);
-    std::uint64_t end = std::max(hint, head_cache_);
-    while (!broken_) {
-      if (end % kRecordAlignment != 0 || end - head_cache_ > capacity_ - kTerminator) break;
-      // SYNC POINT: acquire, as the consumer's: the records it publishes are written.
-      const std::uint64_t word =
-          header_word(data_ + (end & (capacity_ - 1))).load(std::memory_order_acquire);
-      if (word == 0) return end;
-      const std::size_t size = record_size(static_cast<std::uint32_t>(word));
-      if (size > capacity_ - (end & (capacity_ - 1))) break;
-      end += size;
-    }
-    broken_ = true;
-    return head_cache_ & ~std::uint64_t{kRecordAlignment - 1};
-  }
-
   bool fits(std::size_t payload) const noexcept {
     const std::size_t size = record_size(payload);
     const std::size_t to_end = capacity_ - (tail_ & (capacity_ - 1));
