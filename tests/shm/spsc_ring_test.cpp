@@ -35,6 +35,14 @@ void advance(SpscRingProducer& p, SpscRingConsumer& c, std::size_t distance) {
   }
 }
 
+// Pushes `msg` until the ring refuses; returns how many went in. With 120-byte messages
+// (128-byte records) a 4096-byte ring takes 31: it keeps one word free for the terminator.
+int fill(SpscRingProducer& p, std::span<const std::byte> msg) {
+  int pushed = 0;
+  while (p.try_push(RecordType::kMessage, msg)) ++pushed;
+  return pushed;
+}
+
 TEST(SpscRingTest, RecordSizeIsAlignedToEight) {
   EXPECT_EQ(record_size(0), 8u);
   EXPECT_EQ(record_size(1), 16u);
@@ -111,9 +119,8 @@ TEST(SpscRingTest, FullRingRefusesUntilConsumerPublishesHead) {
   LocalRing ring(4096);
   auto p = ring.producer();
   auto c = ring.consumer();
-  const auto msg = bytes(120, 3);  // 128-byte records: 31 fit (the ring keeps one word free)
-  int pushed = 0;
-  while (p.try_push(RecordType::kMessage, msg)) ++pushed;
+  const auto msg = bytes(120, 3);
+  const int pushed = fill(p, msg);
   EXPECT_EQ(pushed, 31);
   EXPECT_FALSE(p.has_space_for(120));
   ASSERT_TRUE(c.try_take());
@@ -298,9 +305,7 @@ TEST(SpscRingTest, AConsumerHoldingAFullRingSeesNoStaleRecord) {
   LocalRing ring(4096);
   auto p = ring.producer();
   auto c = ring.consumer();
-  const auto msg = bytes(120, 3);  // 128-byte records: 31 fit (the ring keeps one word free)
-  int pushed = 0;
-  while (p.try_push(RecordType::kMessage, msg)) ++pushed;
+  const int pushed = fill(p, bytes(120, 3));
   ASSERT_EQ(pushed, 31);
   for (int i = 0; i < 31; ++i) ASSERT_TRUE(c.try_take()) << i;
   EXPECT_FALSE(c.has_data());
