@@ -470,7 +470,7 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
         if (env->kind() == wire::Kind::Release) return;
         auto failed = client->failed_handles.find(env->agent_id());
         reply_later(
-            client, wire::Kind::Error, call_id, {},
+            client, wire::Kind::Refused, call_id, {},
             failed != client->failed_handles.end()
                 ? failed->second
                 : "no agent is bound to id " + std::to_string(env->agent_id()) + " on this server");
@@ -483,7 +483,7 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
           {client, env->kind(), call_id, std::move(inputs), frame_bytes + kQueuedCallOverhead, {}},
           /*refuse_if_deleted=*/env->kind() != wire::Kind::Release);
       if (posted == Posted::kRefused) {
-        reply_later(client, wire::Kind::Error, call_id, {},
+        reply_later(client, wire::Kind::Refused, call_id, {},
                     agent->describe() + " was deleted from its server");
       }
       if (posted == Posted::kStart) schedule_from_receiver(std::move(agent));
@@ -509,7 +509,7 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
         }
       } else {
         client->failed_handles[env->agent_id()] = error;
-        reply_later(client, wire::Kind::Error, call_id, {}, error);
+        reply_later(client, wire::Kind::Refused, call_id, {}, error);
       }
       return;
     }
@@ -535,7 +535,7 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
       }
       if (removed.empty() && env->kind() == wire::Kind::Delete) {
         reply_later(
-            client, wire::Kind::Error, call_id, {},
+            client, wire::Kind::Refused, call_id, {},
             "no agent named '" + (inputs.empty() ? "" : inputs[0].name()) + "' on this server");
       } else {
         reply_later(client, wire::Kind::Result, call_id);
@@ -644,7 +644,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
     ServedClient& client = *call.client;
     ran_call = call.kind == wire::Kind::Call || call.kind == wire::Kind::Observe;
     if (ran_call && !served->agent) {
-      send_error(client, call.call_id, served->build_error);
+      send_refusal(client, call.call_id, served->build_error);
       dequeued(client, call.cost);
       continue;
     }
@@ -654,7 +654,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
         if (served->agent) {
           send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id});
         } else {
-          send_error(client, call.call_id, served->build_error);
+          send_refusal(client, call.call_id, served->build_error);
         }
         break;
       case wire::Kind::Call:
@@ -681,6 +681,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
         break;
       case wire::Kind::Result:
       case wire::Kind::Error:
+      case wire::Kind::Refused:
       case wire::Kind::Pong:  // a postman's: a reply the receiver made
         send_to(client, {.kind = call.kind,
                          .call_id = call.call_id,
@@ -715,7 +716,7 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   try {
     frame = reply_builder().build(fields);
   } catch (const std::exception& e) {
-    if (fields.kind != wire::Kind::Error) {
+    if (fields.kind != wire::Kind::Error && fields.kind != wire::Kind::Refused) {
       send_error(client, fields.call_id, std::string("the reply cannot be sent: ") + e.what());
     }
     return;
@@ -725,7 +726,8 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   const std::error_code ec = client.channel->send(frame, SendLimit(send_patience_));
   // A client that is gone cannot be answered; the receiver drops it with its calls.
   if (!ec || ec == Errc::kClosed || ec == Errc::kPeerDead) return;
-  if (ec == Errc::kMessageTooLarge && fields.kind != wire::Kind::Error) {
+  if (ec == Errc::kMessageTooLarge && fields.kind != wire::Kind::Error &&
+      fields.kind != wire::Kind::Refused) {
     send_error(client, fields.call_id,
                "the reply (a frame of " + std::to_string(frame.size()) +
                    " bytes) is larger than the channel carries: " + ec.message());
@@ -745,6 +747,11 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
 
 void AgentServer::send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
   send_to(client, {.kind = wire::Kind::Error, .call_id = call_id, .error = text});
+}
+
+void AgentServer::send_refusal(ServedClient& client, std::uint64_t call_id,
+                               const std::string& text) {
+  send_to(client, {.kind = wire::Kind::Refused, .call_id = call_id, .error = text});
 }
 
 bool AgentServer::throttled(const ServedClient& client) const noexcept {

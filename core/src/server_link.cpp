@@ -199,12 +199,18 @@ void ServerLink::on_frame(FrameBytes frame) {
     mark_dead("its server failed to start: " + why);
     return;
   }
-  if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Pong) return;
+  if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Refused &&
+      kind != wire::Kind::Pong) {
+    return;
+  }
   Pending call = take_pending(env->call_id());
   if (!call.state) return;  // timed out earlier: the late reply is dropped
   if (kind == wire::Kind::Error) {
     call.state->fail(std::make_exception_ptr(
         RemoteError(env->error() ? env->error()->str() : *call.who + " failed")));
+  } else if (kind == wire::Kind::Refused) {
+    call.state->fail(std::make_exception_ptr(
+        Refused(env->error() ? env->error()->str() : *call.who + " was refused")));
   } else if (env->messages() && env->messages()->size() > 0) {
     call.state->resolve(from_wire(*env->messages()->Get(0)));
   } else {

@@ -132,30 +132,30 @@ TEST_F(AgentServerTest, MalformedFramesAreDroppedAndCounted) {
   EXPECT_EQ(server_->info().malformed_frames, 1u);
 }
 
-TEST_F(AgentServerTest, UnknownClassIsAnErrorNamingIt) {
+TEST_F(AgentServerTest, UnknownClassIsRefusedNamingIt) {
   create(1, "NoSuchClass", "A");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("unknown agent class 'NoSuchClass'"), std::string::npos) << r.error;
   call(1, 2, "x");  // calls on it say why
-  Reply later = expect_next(wire::Kind::Error);
+  Reply later = expect_next(wire::Kind::Refused);
   EXPECT_NE(later.error.find("NoSuchClass"), std::string::npos) << later.error;
 }
 
-TEST_F(AgentServerTest, BadKwargsJsonIsAnError) {
+TEST_F(AgentServerTest, BadKwargsJsonIsRefused) {
   create(1, "Counter", "A", "{not json");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("bad kwargs JSON"), std::string::npos) << r.error;
 }
 
-TEST_F(AgentServerTest, ConstructorRefusingKwargsIsAnError) {
+TEST_F(AgentServerTest, ConstructorRefusingKwargsIsRefused) {
   create(1, "Picky", "P", R"({"colour":"red"})");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("Picky needs kwargs.level"), std::string::npos) << r.error;
 }
 
-TEST_F(AgentServerTest, ConstructorThrowingANonStandardExceptionIsAnError) {
+TEST_F(AgentServerTest, ConstructorThrowingANonStandardExceptionIsRefused) {
   create(1, "Unruly", "U");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("not a std::exception"), std::string::npos) << r.error;
   create(2, "Counter", "C");  // and the server serves on
   expect_next(wire::Kind::Result);
@@ -194,13 +194,13 @@ TEST_F(AgentServerTest, SameNameWithAnotherClassIsRefused) {
   create(1, "Counter", "A");
   expect_next(wire::Kind::Result);
   create(2, "Faulty", "A");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("as class Counter, not Faulty"), std::string::npos) << r.error;
 }
 
 TEST_F(AgentServerTest, UnknownAgentIdAndUnexpectedKind) {
   call(42, 5, "x");
-  Reply r = expect_next(wire::Kind::Error);
+  Reply r = expect_next(wire::Kind::Refused);
   EXPECT_EQ(r.call_id, 5u);
   EXPECT_NE(r.error.find("no agent is bound to id 42"), std::string::npos) << r.error;
   send({.kind = wire::Kind::Result, .call_id = 6});

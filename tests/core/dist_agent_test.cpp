@@ -486,16 +486,18 @@ TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
   EXPECT_GT(info.rss_bytes, 0u);
   EXPECT_EQ(info.agents.size(), 2u);
   a.server().delete_agent("B");
+  // A refusal is troupe::Refused, not the RemoteError of an exception in reply().
   try {
     (void)b(Msg("u", "x")).content();
     FAIL();
-  } catch (const RemoteError& e) {
+  } catch (const Refused& e) {
     EXPECT_NE(std::string(e.what()).find("deleted"), std::string::npos) << e.what();
   }
   EXPECT_EQ(a(Msg("u", "y")).content(), "A:2:y");
-  EXPECT_THROW(a.server().delete_agent("nobody"), RemoteError);
+  EXPECT_THROW(a.server().delete_agent("nobody"), Refused);
   a.server().delete_all();
-  EXPECT_THROW((void)a(Msg("u", "z")).content(), RemoteError);
+  EXPECT_THROW((void)a(Msg("u", "z")).content(), Refused);
+  EXPECT_FALSE(a(Msg("u", "z")).error_message().empty());  // and reads as a value
 }
 
 TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
@@ -574,6 +576,31 @@ TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
     const std::string input = i % 2 == 0 ? std::to_string(i) : in_flight[i - 1].content();
     EXPECT_EQ(in_flight[i].content(), busy[i % 5].name() + "(" + input + ")");
   }
+}
+
+// Registered in this test binary only: the foreign server's program lacks it.
+class OnlyHere : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg& x) override { return x; }
+};
+TROUPE_REGISTER_AGENT(OnlyHere);
+
+// A class the server lacks: every call on the agent is refused, naming the class, and the
+// server keeps serving this program's other agents.
+TEST(DistAgentTest, AClassTheServerLacksIsRefused) {
+  test::ForeignServer foreign(TROUPE_FOREIGN_SERVER_PROGRAM);
+  auto missing = OnlyHere("M").to_dist({.port = foreign.port, .launch_server = false});
+  auto counter = Counter("C").to_dist({.port = foreign.port, .launch_server = false});
+  for (int i = 0; i < 2; ++i) {
+    try {
+      (void)missing(Msg("u", "x")).content();
+      FAIL() << "a call on a class the server lacks succeeded";
+    } catch (const Refused& e) {
+      EXPECT_NE(std::string(e.what()).find("OnlyHere"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(counter(Msg("u", "y")).content(), "C:1:y");
 }
 
 // Threads attaching to one server (of another program) at the same moment share one link:

@@ -51,6 +51,13 @@ class RemoteError : public Error {
  public:
   using Error::Error;
 };
+/// A server refused a call or request without running any reply(): the agent was deleted, is
+/// not bound there, or could not be created (a class the server lacks, kwargs that are not JSON
+/// or that its constructor rejected, a name taken by another class); the text says which.
+class Refused : public Error {
+ public:
+  using Error::Error;
+};
 
 /// Throws the exception type that matches `ec` (Timeout, AgentDied, ProtocolError, or Error),
 /// its text "<context>: <ec.message()>".

@@ -3,9 +3,10 @@
 // is the FlatBuffers table troupe.wire.Msg (troupe/core/wire.hpp converts).
 //
 // A Msg may be a placeholder: calling a distributed agent returns one at once. Reading any field
-// blocks until the result arrives (and throws troupe::RemoteError, AgentDied or Timeout if the
-// call failed); passing a placeholder to another call does not block. ready(), wait_for() and
-// error() ask without blocking or throwing. Copies of a placeholder share its result.
+// blocks until the result arrives (and throws troupe::RemoteError, Refused, AgentDied or Timeout
+// if the call failed); passing a placeholder to another call does not block. ready(),
+// wait_for() and error() ask without blocking or throwing. Copies of a placeholder share its
+// result.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

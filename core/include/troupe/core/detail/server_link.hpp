@@ -36,7 +36,8 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
 
   /// Sends a request of `kind` for `agent_id` (0 for the server itself). `state`, if any, is
   /// settled by the reply: the first message of a Result (or an empty Msg), a RemoteError for
-  /// an Error (named after `who`), AgentDied if the link dies, Timeout past state->deadline.
+  /// an Error and a Refused for a Refused (named after `who` when the reply has no text),
+  /// AgentDied if the link dies, Timeout past state->deadline.
   void request(wire::Kind kind, std::uint64_t agent_id, std::span<const Msg> msgs,
                const ResultPtr& state, const Who& who, bool flush = true);
   std::uint64_t new_agent_id() noexcept {
