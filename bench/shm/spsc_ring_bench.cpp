@@ -241,10 +241,11 @@ inline void check(std::span<const std::byte> frame, std::size_t size, std::uint6
 ///
 /// One by one, a producer stamps each message just before it copies it; batched, it stamps a
 /// whole batch before copying any of it (message()), as Boost's bulk push must. A copy that
-/// reads a message stamped a moment ago waits for the stamp's store to be forwarded (its
-/// 16-byte loads overlap the 8-byte store): stamping each message of a batch just before
-/// copying it cost a producer 5.7 ns per message against 2.3 ns (one process, no consumer),
-/// and until session 7 the batched rings paid that while Boost's bulk push did not.
+/// reads a message stamped a moment ago cannot take the stamp from the store buffer (its
+/// 16-byte loads overlap the 8-byte store) and waits for the store to reach the cache:
+/// stamping each message of a batch just before copying it cost a producer 5.7 ns per message
+/// against 2.3 ns (one process, no consumer). Before commit 38b12d1 the batched rings paid
+/// that and Boost's bulk push did not.
 template <std::size_t N>
 class Source {
  public:
@@ -261,8 +262,9 @@ class Source {
     stamp(m.bytes, N, seq);
     return m;
   }
-  /// Message `seq` of a stream sent in batches of `batch` (1 or 32): one by one, stamped now
-  /// (next(seq)); batched, the whole batch is stamped when its first message is asked for.
+  /// Message `seq` of a stream sent in batches of `batch`: one by one (1), stamped now
+  /// (next(seq)); batched (any batch > 1), its 32 messages are stamped when the first is asked
+  /// for.
   const Message<N>& message(std::uint64_t seq, std::size_t batch) noexcept {
     if (batch == 1) return next(seq);
     if (seq % kBatch == 0) {

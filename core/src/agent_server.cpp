@@ -22,7 +22,7 @@ struct ServedCall {
   std::uint64_t call_id = 0;
   std::vector<Msg> inputs;
   std::size_t cost = 0;  ///< what it counts in its client's queued_bytes
-  std::string error;     ///< a postman's Error reply: its text
+  std::string error;     ///< a postman's Error or Refused reply: its text
 };
 
 struct ServedAgent {
@@ -61,7 +61,7 @@ struct ServedClient {
   /// accepted Create is answered from its agent's mailbox, once built): a worker
   /// sends them, as it sends agents' replies, so that the receiver never waits on a client's
   /// full ring while the other clients wait on it. Its mailbox holds ready replies (kinds
-  /// Result, Error, Pong); it has no agent.
+  /// Result, Error, Refused, Pong); it has no agent.
   std::shared_ptr<ServedAgent> postman = std::make_shared<ServedAgent>();
 };
 

@@ -149,8 +149,13 @@ TEST_F(AgentServerTest, BadKwargsJsonIsRefused) {
 
 TEST_F(AgentServerTest, ConstructorRefusingKwargsIsRefused) {
   create(1, "Picky", "P", R"({"colour":"red"})");
+  call(1, 2, "x");  // queued behind the build, before it fails
   Reply r = expect_next(wire::Kind::Refused);
+  EXPECT_EQ(r.call_id, 1001u);
   EXPECT_NE(r.error.find("Picky needs kwargs.level"), std::string::npos) << r.error;
+  Reply queued = expect_next(wire::Kind::Refused);
+  EXPECT_EQ(queued.call_id, 2u);
+  EXPECT_NE(queued.error.find("Picky needs kwargs.level"), std::string::npos) << queued.error;
 }
 
 TEST_F(AgentServerTest, ConstructorThrowingANonStandardExceptionIsRefused) {

@@ -493,6 +493,7 @@ TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
   } catch (const Refused& e) {
     EXPECT_NE(std::string(e.what()).find("deleted"), std::string::npos) << e.what();
   }
+  EXPECT_THROW(b.observe(Msg("u", "seen")).get(), Refused);
   EXPECT_EQ(a(Msg("u", "y")).content(), "A:2:y");
   EXPECT_THROW(a.server().delete_agent("nobody"), Refused);
   a.server().delete_all();

@@ -52,7 +52,8 @@ class ServerHandle {
   explicit ServerHandle(std::shared_ptr<detail::ServerLink> link) : link_(std::move(link)) {}
   ServerInfo info() const;
   std::vector<std::string> list_agents() const;
-  /// Deletes the named agent: its later calls, from any client, fail with a clear error.
+  /// Deletes the named agent: its later calls, from any client, fail with troupe::Refused.
+  /// Throws troupe::Refused when the server hosts no agent of that name.
   void delete_agent(const std::string& name) const;
   void delete_all() const;
   pid_t pid() const;

@@ -51,9 +51,11 @@ class RemoteError : public Error {
  public:
   using Error::Error;
 };
-/// A server refused a call or request without running any reply(): the agent was deleted, is
-/// not bound there, or could not be created (a class the server lacks, kwargs that are not JSON
-/// or that its constructor rejected, a name taken by another class); the text says which.
+/// A server refused a call or request without running reply() or observe(): the agent was
+/// deleted, is not bound there, or could not be created (a class the server lacks, kwargs that
+/// are not JSON or that its constructor rejected, a name taken by another class); the text
+/// says which. (A launcher whose own agent cannot be created throws troupe::Error: the server
+/// failed to start.)
 class Refused : public Error {
  public:
   using Error::Error;

@@ -14,8 +14,10 @@
 namespace troupe::shm {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x3150555152544C53ULL;  // "SLTRQUP1" little-endian
-/// Bumped whenever any shared-memory layout changes: peers of different builds refuse each other.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+/// Bumped whenever any shared-memory layout or the wire schema changes (a frame kind an older
+/// peer cannot read would be dropped by it, and its call would wait for ever): peers of
+/// different builds refuse each other when they attach. 3: Kind::Refused.
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kCacheLine = 64;
 /// Producer- and consumer-owned words sit this far apart: adjacent-line prefetch pairs lines.
 inline constexpr std::size_t kFalseSharingRange = 128;
