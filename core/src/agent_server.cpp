@@ -207,7 +207,7 @@ void AgentServer::add_channel(std::unique_ptr<Channel> channel, bool owner) {
   client->owner = owner;
   // What a worker's blocked reply drains from this client counts against nothing else.
   client->channel->cap_inbox(options_.max_queued_bytes_per_client);
-  nlohmann::json hello{{"pid", ::getpid()}, {"port", port_}};
+  nlohmann::json hello{{"pid", ::getpid()}, {"port", port_}, {"protocol", kProtocolVersion}};
   std::vector<Msg> msgs{Msg().set_metadata(hello.dump())};
   send_to(*client, {.kind = wire::Kind::Hello, .messages = msgs});
   {

@@ -177,13 +177,23 @@ void ServerLink::on_frame(FrameBytes frame) {
   }
   const wire::Kind kind = env->kind();
   if (kind == wire::Kind::Hello) {
+    int protocol = 0;  // a Hello without one comes from a server older than the field
     if (env->messages() && env->messages()->size() > 0) {
       try {
         auto hello = nlohmann::json::parse(from_wire(*env->messages()->Get(0)).metadata());
         pid_.store(hello.value("pid", pid_t{0}), std::memory_order_release);
         port_.store(hello.value("port", 0), std::memory_order_release);
+        protocol = hello.value("protocol", 0);
       } catch (const std::exception&) {
       }
+    }
+    if (protocol != kProtocolVersion) {
+      const std::string why = "the server (" + where_ + ") speaks Troupe protocol " +
+                              std::to_string(protocol) + ", this program " +
+                              std::to_string(kProtocolVersion) +
+                              ": run the same Troupe version on both sides";
+      fail_start(why, why);
+      return;
     }
     if (!launched_) channel_->expect_peer(pid());
     hello_.store(1, std::memory_order_release);
@@ -191,12 +201,7 @@ void ServerLink::on_frame(FrameBytes frame) {
   }
   if (kind == wire::Kind::Error && env->call_id() == 0) {  // the server could not start
     const std::string why = env->error() ? env->error()->str() : "unknown reason";
-    {
-      std::lock_guard lock(mutex_);
-      startup_error_ = why;
-    }
-    hello_.store(2, std::memory_order_release);
-    mark_dead("its server failed to start: " + why);
+    fail_start(why, "its server failed to start: " + why);
     return;
   }
   if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Refused &&
@@ -266,6 +271,15 @@ void ServerLink::mark_dead(const std::string& why) {
     }
   }
   for (const auto& [lane, who] : lanes) fail_waiting_calls(*lane, who);
+}
+
+void ServerLink::fail_start(const std::string& why, const std::string& death) {
+  {
+    std::lock_guard lock(mutex_);
+    startup_error_ = why;
+  }
+  hello_.store(2, std::memory_order_release);
+  mark_dead(death);
 }
 
 void ServerLink::read_last_words() {

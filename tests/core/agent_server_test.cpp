@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/core/detail/server_link.hpp"
 #include "troupe/shm/local_transport.hpp"
 
 namespace troupe {
@@ -120,6 +121,39 @@ TEST_F(AgentServerTest, CreatesAgentsAndAnswersCalls) {
   Reply r = expect_next(wire::Kind::Result);
   EXPECT_EQ(r.call_id, 7u);
   EXPECT_EQ(r.msg.content(), "A:1:x");
+}
+
+TEST_F(AgentServerTest, HelloSaysPidPortAndProtocol) {
+  Reply hello = expect_next(another_client(), wire::Kind::Hello);
+  const auto said = nlohmann::json::parse(hello.msg.metadata());
+  EXPECT_EQ(said.value("pid", 0), ::getpid());  // this test runs the server in its own process
+  EXPECT_TRUE(said.contains("port"));
+  EXPECT_EQ(said.value("protocol", 0), kProtocolVersion);
+}
+
+// A client refuses a server that speaks another protocol (or an older one that does not say),
+// with a clear error, instead of dropping the frames it cannot read.
+TEST(ServerLinkTest, AServerOfAnotherProtocolIsRefused) {
+  for (const nlohmann::json& hello :
+       {nlohmann::json{{"pid", 1}, {"port", 0}, {"protocol", kProtocolVersion + 1}},
+        nlohmann::json{{"pid", 1}, {"port", 0}}}) {
+    shm::LocalTransport transport(shm::ShmChannelOptions{});
+    auto [client, token] = transport.make_child_channel();
+    const std::unique_ptr<Channel> server = transport.attach_child_channel(token);
+    detail::ServerLink link(std::move(client), 0, /*launched=*/false, "a test server");
+    FrameBuilder builder;
+    const std::vector<Msg> msgs{Msg().set_metadata(hello.dump())};
+    ASSERT_FALSE(server->send(builder.build({.kind = wire::Kind::Hello, .messages = msgs}),
+                              Clock::now() + 5s));
+    try {
+      link.wait_ready(Clock::now() + 5s);
+      FAIL() << "a server of another protocol was accepted: " << hello.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("speaks Troupe protocol"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(link.dead());
+  }
 }
 
 TEST_F(AgentServerTest, MalformedFramesAreDroppedAndCounted) {

@@ -17,6 +17,12 @@ namespace troupe {
 /// The largest frame any transport carries: 1 GiB. FlatBuffers' own limit is 2 GiB; staying
 /// well under it leaves room for the envelope around a large payload.
 inline constexpr std::size_t kMaxFrameBytes = std::size_t{1} << 30;
+/// The version of the frames' schema and meaning (schemas/troupe.fbs). A server's Hello says
+/// it, and a client refuses a server that speaks another: a frame kind a peer cannot read
+/// would be dropped, and the call it answers would wait for ever. (Shared-memory peers of
+/// different builds also refuse each other by the segment's layout version; over a network,
+/// Hello is the check.) 2: Kind::Refused.
+inline constexpr int kProtocolVersion = 2;
 
 using FrameView = std::span<const std::byte>;
 

@@ -100,6 +100,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   Pending take_pending(std::uint64_t call_id);
   // Delivers what the server sent before it went (a start-up error, its Hello).
   void read_last_words();
+  // The server will not serve this link: wait_ready() throws Error(why); calls fail with
+  // AgentDied(death).
+  void fail_start(const std::string& why, const std::string& death);
   // Fails the calls waiting in `lane` (for inputs, or behind such calls): the link is dead.
   void fail_waiting_calls(AgentLane& lane, const Who& who);
 
