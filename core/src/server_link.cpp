@@ -177,26 +177,7 @@ void ServerLink::on_frame(FrameBytes frame) {
   }
   const wire::Kind kind = env->kind();
   if (kind == wire::Kind::Hello) {
-    int protocol = 0;  // a Hello without one comes from a server older than the field
-    if (env->messages() && env->messages()->size() > 0) {
-      try {
-        auto hello = nlohmann::json::parse(from_wire(*env->messages()->Get(0)).metadata());
-        pid_.store(hello.value("pid", pid_t{0}), std::memory_order_release);
-        port_.store(hello.value("port", 0), std::memory_order_release);
-        protocol = hello.value("protocol", 0);
-      } catch (const std::exception&) {
-      }
-    }
-    if (protocol != kProtocolVersion) {
-      const std::string why = "the server (" + where_ + ") speaks Troupe protocol " +
-                              std::to_string(protocol) + ", this program " +
-                              std::to_string(kProtocolVersion) +
-                              ": run the same Troupe version on both sides";
-      fail_start(why, why);
-      return;
-    }
-    if (!launched_) channel_->expect_peer(pid());
-    hello_.store(1, std::memory_order_release);
+    on_hello(*env);
     return;
   }
   if (kind == wire::Kind::Error && env->call_id() == 0) {  // the server could not start
@@ -271,6 +252,43 @@ void ServerLink::mark_dead(const std::string& why) {
     }
   }
   for (const auto& [lane, who] : lanes) fail_waiting_calls(*lane, who);
+}
+
+void ServerLink::on_hello(const wire::Envelope& env) {
+  // Read whole before anything is stored: a Hello that is refused changes nothing.
+  bool readable = false;
+  pid_t pid = 0;
+  int port = 0;
+  int protocol = 0;  // 0: not stated (a server older than the field)
+  if (env.messages() && env.messages()->size() > 0) {
+    try {
+      const auto hello = nlohmann::json::parse(from_wire(*env.messages()->Get(0)).metadata());
+      pid = hello.at("pid").get<pid_t>();
+      port = hello.at("port").get<int>();
+      protocol = hello.value("protocol", 0);
+      readable = true;
+    } catch (const std::exception&) {
+    }
+  }
+  const std::string ours = std::to_string(kProtocolVersion);
+  std::string refusal;
+  if (!readable) {
+    refusal = "sent a first frame this program cannot read";
+  } else if (protocol == 0) {
+    refusal = "does not state its Troupe protocol (an older build); this program speaks " + ours;
+  } else if (protocol != kProtocolVersion) {
+    refusal = "speaks Troupe protocol " + std::to_string(protocol) + ", this program " + ours;
+  }
+  if (!refusal.empty()) {
+    const std::string why =
+        "the server (" + where_ + ") " + refusal + ": run the same Troupe version on both sides";
+    fail_start(why, why);
+    return;
+  }
+  pid_.store(pid, std::memory_order_release);
+  port_.store(port, std::memory_order_release);
+  if (!launched_) channel_->expect_peer(pid);
+  hello_.store(1, std::memory_order_release);
 }
 
 void ServerLink::fail_start(const std::string& why, const std::string& death) {

@@ -126,17 +126,24 @@ TEST_F(AgentServerTest, CreatesAgentsAndAnswersCalls) {
 TEST_F(AgentServerTest, HelloSaysPidPortAndProtocol) {
   Reply hello = expect_next(another_client(), wire::Kind::Hello);
   const auto said = nlohmann::json::parse(hello.msg.metadata());
-  EXPECT_EQ(said.value("pid", 0), ::getpid());  // this test runs the server in its own process
+  EXPECT_EQ(said.value("pid", 0), ::getpid());  // this test runs the server in this process
   EXPECT_TRUE(said.contains("port"));
   EXPECT_EQ(said.value("protocol", 0), kProtocolVersion);
 }
 
-// A client refuses a server that speaks another protocol (or an older one that does not say),
-// with a clear error, instead of dropping the frames it cannot read.
+// A client refuses a server that speaks another protocol (or an older one that does not say,
+// or a first frame it cannot read) with a clear error, instead of dropping the frames it
+// cannot read; calls on the link fail.
 TEST(ServerLinkTest, AServerOfAnotherProtocolIsRefused) {
-  for (const nlohmann::json& hello :
-       {nlohmann::json{{"pid", 1}, {"port", 0}, {"protocol", kProtocolVersion + 1}},
-        nlohmann::json{{"pid", 1}, {"port", 0}}}) {
+  const std::string theirs = std::to_string(kProtocolVersion + 1);
+  const std::string ours = std::to_string(kProtocolVersion);
+  const std::vector<std::pair<nlohmann::json, std::string>> cases = {
+      {{{"pid", 1}, {"port", 0}, {"protocol", kProtocolVersion + 1}},
+       "speaks Troupe protocol " + theirs + ", this program " + ours},
+      {{{"pid", 1}, {"port", 0}}, "does not state its Troupe protocol"},
+      {{{"port", 0}, {"protocol", kProtocolVersion}}, "cannot read"},
+  };
+  for (const auto& [hello, says] : cases) {
     shm::LocalTransport transport(shm::ShmChannelOptions{});
     auto [client, token] = transport.make_child_channel();
     const std::unique_ptr<Channel> server = transport.attach_child_channel(token);
@@ -149,10 +156,14 @@ TEST(ServerLinkTest, AServerOfAnotherProtocolIsRefused) {
       link.wait_ready(Clock::now() + 5s);
       FAIL() << "a server of another protocol was accepted: " << hello.dump();
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("speaks Troupe protocol"), std::string::npos)
-          << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
     }
     EXPECT_TRUE(link.dead());
+    EXPECT_EQ(link.pid(), 0);  // a refused Hello changes nothing
+    auto state = std::make_shared<detail::ResultState>();
+    link.request(wire::Kind::Call, 1, {}, state,
+                 std::make_shared<const std::string>("agent 'X' of class Y"));
+    EXPECT_THROW((void)state->value(), AgentDied);
   }
 }
 

@@ -50,8 +50,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   /// Fails calls whose deadline passed.
   void expire(Clock::time_point now);
 
-  /// Waits for the server's Hello (its pid and port); throws troupe::Error with the server's
-  /// start-up failure, or AgentDied/Timeout.
+  /// Waits for the server's Hello (its pid, port and protocol version); throws troupe::Error
+  /// with the server's start-up failure or the reason its Hello was refused (another protocol
+  /// version), or AgentDied/Timeout.
   void wait_ready(Deadline deadline);
   /// Marks the link dead: every pending and later call fails with AgentDied(who + ": " + why).
   void mark_dead(const std::string& why);
@@ -100,6 +101,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   Pending take_pending(std::uint64_t call_id);
   // Delivers what the server sent before it went (a start-up error, its Hello).
   void read_last_words();
+  // Takes the server's pid and port from its Hello, or refuses the server (fail_start()) when
+  // the Hello cannot be read or states another protocol version.
+  void on_hello(const wire::Envelope& env);
   // The server will not serve this link: wait_ready() throws Error(why); calls fail with
   // AgentDied(death).
   void fail_start(const std::string& why, const std::string& death);
