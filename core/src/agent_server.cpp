@@ -99,6 +99,11 @@ std::size_t resident_bytes() {
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
+/// A reply that reports a failure: one is never answered with another.
+bool is_failure(wire::Kind kind) {
+  return kind == wire::Kind::Error || kind == wire::Kind::Refused;
+}
+
 }  // namespace
 
 AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
@@ -644,7 +649,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
     ServedClient& client = *call.client;
     ran_call = call.kind == wire::Kind::Call || call.kind == wire::Kind::Observe;
     if (ran_call && !served->agent) {
-      send_refusal(client, call.call_id, served->build_error);
+      send_error(client, call.call_id, served->build_error, wire::Kind::Refused);
       dequeued(client, call.cost);
       continue;
     }
@@ -654,7 +659,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
         if (served->agent) {
           send_to(client, {.kind = wire::Kind::Result, .call_id = call.call_id});
         } else {
-          send_refusal(client, call.call_id, served->build_error);
+          send_error(client, call.call_id, served->build_error, wire::Kind::Refused);
         }
         break;
       case wire::Kind::Call:
@@ -716,7 +721,7 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   try {
     frame = reply_builder().build(fields);
   } catch (const std::exception& e) {
-    if (fields.kind != wire::Kind::Error && fields.kind != wire::Kind::Refused) {
+    if (!is_failure(fields.kind)) {
       send_error(client, fields.call_id, std::string("the reply cannot be sent: ") + e.what());
     }
     return;
@@ -726,8 +731,7 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   const std::error_code ec = client.channel->send(frame, SendLimit(send_patience_));
   // A client that is gone cannot be answered; the receiver drops it with its calls.
   if (!ec || ec == Errc::kClosed || ec == Errc::kPeerDead) return;
-  if (ec == Errc::kMessageTooLarge && fields.kind != wire::Kind::Error &&
-      fields.kind != wire::Kind::Refused) {
+  if (ec == Errc::kMessageTooLarge && !is_failure(fields.kind)) {
     send_error(client, fields.call_id,
                "the reply (a frame of " + std::to_string(frame.size()) +
                    " bytes) is larger than the channel carries: " + ec.message());
@@ -745,13 +749,9 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   client.channel->close();  // the receiver then drops it
 }
 
-void AgentServer::send_error(ServedClient& client, std::uint64_t call_id, const std::string& text) {
-  send_to(client, {.kind = wire::Kind::Error, .call_id = call_id, .error = text});
-}
-
-void AgentServer::send_refusal(ServedClient& client, std::uint64_t call_id,
-                               const std::string& text) {
-  send_to(client, {.kind = wire::Kind::Refused, .call_id = call_id, .error = text});
+void AgentServer::send_error(ServedClient& client, std::uint64_t call_id, const std::string& text,
+                             wire::Kind kind) {
+  send_to(client, {.kind = kind, .call_id = call_id, .error = text});
 }
 
 bool AgentServer::throttled(const ServedClient& client) const noexcept {

@@ -130,8 +130,9 @@ class AgentServer {
   // Replies; a reply the channel refuses as too large becomes an error reply, and a client
   // that reads nothing for options_.send_patience has its channel closed.
   void send_to(detail::ServedClient& client, const EnvelopeFields& fields);
-  void send_error(detail::ServedClient& client, std::uint64_t call_id, const std::string& text);
-  void send_refusal(detail::ServedClient& client, std::uint64_t call_id, const std::string& text);
+  // `kind`: Error, or Refused for a call refused without running (see wire::Kind).
+  void send_error(detail::ServedClient& client, std::uint64_t call_id, const std::string& text,
+                  wire::Kind kind = wire::Kind::Error);
   // Backpressure per client (options_.max_queued_bytes_per_client).
   bool throttled(const detail::ServedClient& client) const noexcept;
   void dequeued(detail::ServedClient& client, std::size_t cost) noexcept;
