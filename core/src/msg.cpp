@@ -2,8 +2,10 @@
 
 #include <pthread.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <random>
 
 #include "troupe/core/channel.hpp"
@@ -36,12 +38,22 @@ std::string new_msg_id() {
     counter = std::uint64_t{os()} << 32 | os();
     seeded_generation = generation;
   }
-  static constexpr char kHex[] = "0123456789abcdef";
+  // Two hex digits per byte from a table, low nibble first: 16 lookups instead of 32.
+  static constexpr auto kHexPairs = [] {
+    constexpr char kHex[] = "0123456789abcdef";
+    std::array<char, 512> pairs{};
+    for (int byte = 0; byte < 256; ++byte) {
+      pairs[2 * byte] = kHex[byte & 0xF];
+      pairs[2 * byte + 1] = kHex[byte >> 4];
+    }
+    return pairs;
+  }();
   std::string id(32, '0');
-  const std::uint64_t halves[2] = {prefix, ++counter * 0x9E3779B97F4A7C15ull};
-  for (int half = 0; half < 2; ++half) {
-    std::uint64_t bits = halves[half];
-    for (int i = 0; i < 16; ++i, bits >>= 4) id[half * 16 + i] = kHex[bits & 0xF];
+  char* out = id.data();
+  for (std::uint64_t bits : {prefix, std::uint64_t{++counter * 0x9E3779B97F4A7C15ull}}) {
+    for (int i = 0; i < 8; ++i, bits >>= 8, out += 2) {
+      std::memcpy(out, &kHexPairs[2 * (bits & 0xFF)], 2);
+    }
   }
   return id;
 }
@@ -56,7 +68,7 @@ Msg::Msg(std::string name, std::string content, std::string role) {
                              .count();
 }
 
-const Msg::Fields& Msg::fields() const { return state_ ? state_->value().fields_ : fields_; }
+const Msg::Fields& Msg::settled_fields() const { return state_->value().fields_; }
 
 void Msg::materialize() {
   if (state_) {

@@ -40,59 +40,22 @@ flatbuffers::Offset<wire::Msg> to_wire(flatbuffers::FlatBufferBuilder& builder, 
 
 Msg from_wire(const wire::Msg& m) {
   Msg msg;
-  msg.set_id(std::string(view_of(m.id())))
-      .set_name(std::string(view_of(m.name())))
-      .set_role(std::string(view_of(m.role())))
-      .set_content(std::string(view_of(m.content())))
-      .set_metadata(std::string(view_of(m.metadata())))
-      .set_timestamp_ns(m.timestamp_ns());
+  Msg::Fields& f = msg.fields_;  // filled in place: one copy of each field, no more
+  f.id = view_of(m.id());
+  f.name = view_of(m.name());
+  f.role = view_of(m.role());
+  f.content = view_of(m.content());
+  f.metadata = view_of(m.metadata());
+  f.timestamp_ns = m.timestamp_ns();
   if (const auto* url = m.url()) {
-    std::vector<std::string> urls;
-    urls.reserve(url->size());
-    for (const auto* u : *url) urls.emplace_back(view_of(u));
-    msg.set_url(std::move(urls));
+    f.url.reserve(url->size());
+    for (const auto* u : *url) f.url.emplace_back(view_of(u));
   }
   if (const auto* payload = m.payload()) {
     const auto* begin = reinterpret_cast<const std::byte*>(payload->data());
-    msg.set_payload(std::vector<std::byte>(begin, begin + payload->size()));
+    f.payload.assign(begin, begin + payload->size());
   }
   return msg;
-}
-
-FrameView FrameBuilder::build(const EnvelopeFields& fields) {
-  // FlatBuffers checks its 2 GiB limit only by assertion (not in release builds): past it the
-  // offsets wrap and the frame is garbage. No frame may exceed kMaxFrameBytes anyway.
-  // FlatBuffers' own bytes: at most this per message (table, vtable, string and vector
-  // headers), per url, and per frame.
-  constexpr std::size_t kPerMessage = 96, kPerUrl = 8, kPerFrame = 64;
-  std::size_t bytes = kPerFrame + fields.error.size();
-  for (const Msg& m : fields.messages) {
-    bytes += kPerMessage + m.id().size() + m.name().size() + m.role().size() + m.content().size() +
-             m.metadata().size() + m.payload().size();
-    for (const std::string& u : m.url()) bytes += kPerUrl + u.size();
-  }
-  if (bytes > kMaxFrameBytes) {
-    throw Error("a message of " + std::to_string(bytes) +
-                " bytes is larger than a frame carries (" + std::to_string(kMaxFrameBytes) +
-                " bytes)");
-  }
-  builder_.Clear();
-  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Msg>>> messages;
-  if (!fields.messages.empty()) {
-    offsets_.clear();
-    for (const Msg& m : fields.messages) offsets_.push_back(to_wire(builder_, m));
-    messages = builder_.CreateVector(offsets_);
-  }
-  flatbuffers::Offset<flatbuffers::String> error;
-  if (!fields.error.empty()) error = builder_.CreateString(fields.error);
-  wire::EnvelopeBuilder b(builder_);
-  b.add_call_id(fields.call_id);
-  b.add_agent_id(fields.agent_id);
-  if (!messages.IsNull()) b.add_messages(messages);
-  if (!error.IsNull()) b.add_error(error);
-  b.add_kind(fields.kind);
-  builder_.Finish(b.Finish(), wire::EnvelopeIdentifier());
-  return {reinterpret_cast<const std::byte*>(builder_.GetBufferPointer()), builder_.GetSize()};
 }
 
 const wire::Envelope* verify_frame(FrameView frame, std::error_code& ec,

@@ -62,6 +62,113 @@ TEST(WireTest, EnvelopeBuildsAndVerifies) {
   EXPECT_EQ(env->error()->str(), "none");
 }
 
+// The reference: the same Envelope through FlatBuffers' own FlatBufferBuilder.
+AlignedFrame reference_frame(const EnvelopeFields& fields) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<flatbuffers::Offset<wire::Msg>> offsets;
+  for (const Msg& m : fields.messages) offsets.push_back(to_wire(fbb, m));
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Msg>>> messages;
+  if (!offsets.empty()) messages = fbb.CreateVector(offsets);
+  flatbuffers::Offset<flatbuffers::String> error;
+  if (!fields.error.empty()) error = fbb.CreateString(fields.error);
+  wire::EnvelopeBuilder b(fbb);
+  b.add_call_id(fields.call_id);
+  b.add_agent_id(fields.agent_id);
+  if (!messages.IsNull()) b.add_messages(messages);
+  if (!error.IsNull()) b.add_error(error);
+  b.add_kind(fields.kind);
+  fbb.Finish(b.Finish(), wire::EnvelopeIdentifier());
+  return AlignedFrame({reinterpret_cast<const std::byte*>(fbb.GetBufferPointer()), fbb.GetSize()});
+}
+
+// What a reader sees in a frame, field by field, optional fields' presence included.
+void expect_same_reading(const wire::Envelope& a, const wire::Envelope& b) {
+  EXPECT_EQ(a.kind(), b.kind());
+  EXPECT_EQ(a.call_id(), b.call_id());
+  EXPECT_EQ(a.agent_id(), b.agent_id());
+  ASSERT_EQ(a.error() == nullptr, b.error() == nullptr);
+  if (a.error()) {
+    EXPECT_EQ(a.error()->str(), b.error()->str());
+  }
+  ASSERT_EQ(a.messages() == nullptr, b.messages() == nullptr);
+  if (!a.messages()) return;
+  ASSERT_EQ(a.messages()->size(), b.messages()->size());
+  for (flatbuffers::uoffset_t i = 0; i < a.messages()->size(); ++i) {
+    const wire::Msg& x = *a.messages()->Get(i);
+    const wire::Msg& y = *b.messages()->Get(i);
+    EXPECT_EQ(from_wire(x), from_wire(y)) << "message " << i;
+    EXPECT_EQ(x.url() == nullptr, y.url() == nullptr) << "message " << i;
+    EXPECT_EQ(x.metadata() == nullptr, y.metadata() == nullptr) << "message " << i;
+    EXPECT_EQ(x.payload() == nullptr, y.payload() == nullptr) << "message " << i;
+  }
+}
+
+Msg random_msg(std::mt19937_64& rng) {
+  auto text = [&](std::size_t max) {
+    std::string s(rng() % (max + 1), '\0');
+    for (char& c : s) c = static_cast<char>(rng());  // any bytes, NUL included
+    return s;
+  };
+  Msg m(text(20), text(300), text(12));
+  if (rng() % 2) {
+    std::vector<std::string> url(rng() % 4);
+    for (auto& u : url) u = text(40);
+    m.set_url(std::move(url));
+  }
+  if (rng() % 2) m.set_metadata(text(60));
+  if (rng() % 2) {
+    std::vector<std::byte> payload(rng() % 200);
+    for (auto& b : payload) b = static_cast<std::byte>(rng());
+    m.set_payload(std::move(payload));
+  }
+  if (rng() % 8 == 0) m.set_id("");
+  m.set_timestamp_ns(static_cast<std::int64_t>(rng()));
+  return m;
+}
+
+TEST(WireTest, FramesReadAsFlatBufferBuildersFramesDo) {
+  std::mt19937_64 rng(11);
+  FrameBuilder builder;
+  const std::vector<std::string> errors{"", "x", "a longer error text of some length"};
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<Msg> msgs(rng() % 4);
+    for (Msg& m : msgs) m = random_msg(rng);
+    if (trial % 50 == 0) msgs.push_back(Msg());  // an empty message among them
+    const EnvelopeFields fields{.kind = static_cast<wire::Kind>(rng() % 14),
+                                .call_id = rng() % 3 == 0 ? 0 : rng(),
+                                .agent_id = rng() % 3 == 0 ? 0 : rng(),
+                                .messages = msgs,
+                                .error = errors[rng() % errors.size()]};
+    AlignedFrame ours(builder.build(fields));
+    AlignedFrame reference = reference_frame(fields);
+    std::error_code ec;
+    const wire::Envelope* a = verify_frame(ours.view(), ec);
+    ASSERT_NE(a, nullptr) << "trial " << trial << ": " << ec.message();
+    EXPECT_EQ(ours.size % 8, 0u);
+    const wire::Envelope* b = verify_frame(reference.view(), ec);
+    ASSERT_NE(b, nullptr) << ec.message();
+    expect_same_reading(*a, *b);
+  }
+}
+
+TEST(WireTest, FramesAreTheSameBytesWhateverTheBufferHeldBefore) {
+  // Every padding byte is written: a frame does not carry what the buffer held before.
+  std::vector<Msg> small{Msg("a", "b")};
+  small[0].set_payload({std::byte{1}});
+  small[0].set_timestamp_ns(5).set_id("id");
+  std::vector<Msg> large(50, full_msg());
+  FrameBuilder fresh, used;
+  (void)used.build({.kind = wire::Kind::Result,
+                    .call_id = ~0ull,
+                    .messages = large,
+                    .error = std::string(999, '\xff')});
+  const EnvelopeFields fields{.kind = wire::Kind::Call, .call_id = 3, .messages = small};
+  AlignedFrame a(fresh.build(fields));
+  AlignedFrame b(used.build(fields));
+  ASSERT_EQ(a.size, b.size);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size), 0);
+}
+
 TEST(WireTest, BuilderIsReusable) {
   FrameBuilder builder;
   for (std::uint64_t i = 0; i < 100; ++i) {

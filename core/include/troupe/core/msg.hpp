@@ -19,6 +19,9 @@ namespace troupe {
 namespace detail {
 class ResultState;
 }
+namespace wire {
+struct Msg;
+}
 
 class Msg {
  public:
@@ -88,6 +91,8 @@ class Msg {
 
   /// The runtime's side: a placeholder for `state`.
   static Msg placeholder(std::shared_ptr<detail::ResultState> state);
+  /// Decodes a verified wire Msg (troupe/core/wire.hpp), filling the fields in place.
+  friend Msg from_wire(const wire::Msg& msg);
   const std::shared_ptr<detail::ResultState>& state() const noexcept { return state_; }
 
  private:
@@ -103,7 +108,9 @@ class Msg {
     friend bool operator==(const Fields&, const Fields&) = default;
   };
 
-  const Fields& fields() const;  // waits on a placeholder; throws its failure
+  // Waits on a placeholder and throws its failure; a plain message's fields are at hand.
+  const Fields& fields() const { return state_ ? settled_fields() : fields_; }
+  const Fields& settled_fields() const;
   template <class F>
   Msg& edit(F&& f) {
     materialize();
