@@ -20,6 +20,8 @@
 #include <bit>
 #include <cstring>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "troupe/core/detail/result_state.hpp"
 #include "troupe/core/error.hpp"
@@ -30,15 +32,16 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "FlatBuffers data is little-endian");
 
-// Where each field sits from its table's start (the vtable offset takes bytes 0-3).
+// Where each field sits from its table's start (the vtable offset takes bytes 0-3), and the
+// table's inline bytes (the vtable offset included).
 namespace envelope_at {
 constexpr std::uint16_t kCallId = 4, kAgentId = 12, kMessages = 20, kError = 24, kKind = 28;
-constexpr std::uint16_t kSize = 29;
+constexpr std::uint16_t kInlineBytes = 29;
 }  // namespace envelope_at
 namespace msg_at {
 constexpr std::uint16_t kTimestamp = 4, kId = 12, kName = 16, kRole = 20, kContent = 24, kUrl = 28,
                         kMetadata = 32, kPayload = 36;
-constexpr std::uint16_t kSize = 40;
+constexpr std::uint16_t kInlineBytes = 40;
 }  // namespace msg_at
 
 static_assert(wire::Envelope::VT_KIND == 4 && wire::Envelope::VT_CALL_ID == 6 &&
@@ -50,18 +53,39 @@ static_assert(wire::Msg::VT_ID == 4 && wire::Msg::VT_NAME == 6 && wire::Msg::VT_
                   wire::Msg::VT_METADATA == 14 && wire::Msg::VT_TIMESTAMP_NS == 16 &&
                   wire::Msg::VT_PAYLOAD == 18,
               "the Msg's fields moved: update the vtable written below");
+// And their types, which fix the bytes each slot takes.
+template <class Field, class Expected>
+constexpr bool kIs = std::is_same_v<std::remove_cvref_t<Field>, Expected>;
+static_assert(kIs<decltype(std::declval<wire::Envelope>().kind()), wire::Kind> &&
+                  sizeof(wire::Kind) == 1 &&
+                  kIs<decltype(std::declval<wire::Envelope>().call_id()), std::uint64_t> &&
+                  kIs<decltype(std::declval<wire::Envelope>().agent_id()), std::uint64_t> &&
+                  kIs<decltype(std::declval<wire::Msg>().timestamp_ns()), std::int64_t>,
+              "a field's type changed: update the layout written below");
 
-// Room a frame needs at most, beyond its strings' and payloads' bytes.
-// The frame's: header, Envelope vtable and table, vector count, and the 8 bytes that a last
-// padding store may touch.
-constexpr std::size_t kPerFrame = 104;
-constexpr std::size_t kPerMessage = 128;  // its vector slot, vtable, table, 6 string headers
-constexpr std::size_t kPerUrl = 16;       // its vector slot, string header and padding
+// The most bytes a frame takes besides its strings' and payloads' own bytes, summed from the
+// layout (wire_test builds frames into buffers of exactly this bound, under AddressSanitizer
+// in CI, so a layout that outgrows it fails there).
+constexpr std::size_t kStringOverhead = 3 + 4 + 1;  // alignment, length, NUL
+constexpr std::size_t kVectorOverhead = 3 + 4;      // alignment, count
+constexpr std::size_t table_overhead(std::size_t fields, std::size_t inline_bytes) {
+  return 1 + (4 + 2 * fields) + 7 + inline_bytes;  // alignment, vtable, alignment, table
+}
+// The frame's own: root offset and identifier, the Envelope, the messages vector, the error
+// string, and the last padding store (which may write 8 bytes).
+constexpr std::size_t kPerFrame =
+    8 + table_overhead(5, envelope_at::kInlineBytes) + kVectorOverhead + kStringOverhead + 8;
+// Each message's: its slot in the messages vector, the Msg, its strings (id, name, role,
+// content, metadata) and vectors (url, payload).
+constexpr std::size_t kPerMessage =
+    4 + table_overhead(8, msg_at::kInlineBytes) + 5 * kStringOverhead + 2 * kVectorOverhead;
+// Each url's: its slot, its string.
+constexpr std::size_t kPerUrl = 4 + kStringOverhead;
 
 /// Writes forward into a buffer known to be large enough.
-class Writer {
+class FrameWriter {
  public:
-  explicit Writer(std::byte* base) noexcept : base_(base) {}
+  explicit FrameWriter(std::byte* base) noexcept : base_(base) {}
   std::size_t pos() const noexcept { return pos_; }
 
   template <class T>
@@ -88,21 +112,22 @@ class Writer {
 
   /// A vtable, then the table it describes (its fields zeroed); returns the table's position.
   template <std::size_t N>
-  std::size_t table(std::uint16_t table_size, const std::uint16_t (&fields)[N]) noexcept {
+  std::size_t write_table(std::uint16_t inline_bytes, const std::uint16_t (&fields)[N]) noexcept {
     pad_to(2);
     const std::size_t vtable = pos_;
     put(static_cast<std::uint16_t>(4 + 2 * N));
-    put(table_size);
+    put(inline_bytes);
     for (std::uint16_t f : fields) put(f);
     pad_to(8, 4);  // 8-byte fields follow the 4-byte vtable offset
     const std::size_t table = pos_;
-    std::memset(base_ + table, 0, table_size);
+    std::memset(base_ + table, 0, inline_bytes);
     put_at(table, static_cast<std::int32_t>(table - vtable));
-    pos_ += table_size;
+    pos_ += inline_bytes;
     return table;
   }
 
-  void string(std::size_t slot, std::string_view s) noexcept {
+  /// A string; the reference in `slot` points at it.
+  void write_string(std::size_t slot, std::string_view s) noexcept {
     pad_to(4);
     link(slot);
     put(static_cast<std::uint32_t>(s.size()));
@@ -110,8 +135,9 @@ class Writer {
     put(std::uint8_t{0});
   }
 
-  /// A vector's count and `count` zeroed reference slots; returns the first slot's position.
-  std::size_t references(std::size_t slot, std::size_t count) noexcept {
+  /// A vector of `count` references (zeroed, to be linked), which the reference in `slot`
+  /// points at; returns the position of its first element.
+  std::size_t write_reference_slots(std::size_t slot, std::size_t count) noexcept {
     pad_to(4);
     link(slot);
     put(static_cast<std::uint32_t>(count));
@@ -126,28 +152,28 @@ class Writer {
   std::size_t pos_ = 0;
 };
 
-void write_msg(Writer& w, std::size_t slot, const Msg& placed) {
+void write_msg(FrameWriter& w, std::size_t slot, const Msg& placed) {
   // A placeholder's fields are read through its settled result: look it up once.
   const Msg& m = placed.is_placeholder() ? placed.state()->value() : placed;
   const std::vector<std::string>& url = m.url();
   const std::string& metadata = m.metadata();
   const std::vector<std::byte>& payload = m.payload();
   using namespace msg_at;
-  const std::size_t t =
-      w.table(kSize, {kId, kName, kRole, kContent, url.empty() ? std::uint16_t{0} : kUrl,
-                      metadata.empty() ? std::uint16_t{0} : kMetadata, kTimestamp,
-                      payload.empty() ? std::uint16_t{0} : kPayload});
+  const std::size_t t = w.write_table(
+      kInlineBytes, {kId, kName, kRole, kContent, url.empty() ? std::uint16_t{0} : kUrl,
+                     metadata.empty() ? std::uint16_t{0} : kMetadata, kTimestamp,
+                     payload.empty() ? std::uint16_t{0} : kPayload});
   w.put_at(slot, static_cast<std::uint32_t>(t - slot));
   w.put_at(t + kTimestamp, m.timestamp_ns());
-  w.string(t + kId, m.id());
-  w.string(t + kName, m.name());
-  w.string(t + kRole, m.role());
-  w.string(t + kContent, m.content());
+  w.write_string(t + kId, m.id());
+  w.write_string(t + kName, m.name());
+  w.write_string(t + kRole, m.role());
+  w.write_string(t + kContent, m.content());
   if (!url.empty()) {
-    const std::size_t first = w.references(t + kUrl, url.size());
-    for (std::size_t i = 0; i < url.size(); ++i) w.string(first + 4 * i, url[i]);
+    const std::size_t first = w.write_reference_slots(t + kUrl, url.size());
+    for (std::size_t i = 0; i < url.size(); ++i) w.write_string(first + 4 * i, url[i]);
   }
-  if (!metadata.empty()) w.string(t + kMetadata, metadata);
+  if (!metadata.empty()) w.write_string(t + kMetadata, metadata);
   if (!payload.empty()) {
     w.pad_to(4);
     w.link(t + kPayload);
@@ -158,10 +184,24 @@ void write_msg(Writer& w, std::size_t slot, const Msg& placed) {
 
 }  // namespace
 
-void FrameBuilder::reserve(std::size_t bytes) {
-  const std::size_t words = (bytes + 7) / 8;
-  words_ = std::make_unique_for_overwrite<std::uint64_t[]>(words);
-  capacity_ = words * 8;
+void FrameBuilder::fit(std::size_t bytes) {
+  // Grows by doubling; gives a large buffer back only after a run of small frames, so that a
+  // worker alternating large results with small replies does not allocate for each.
+  constexpr std::size_t kKeep = std::size_t{1} << 20;
+  constexpr int kSmallBuildsBeforeShrinking = 64;
+  const std::size_t capacity = words_.size() * 8;
+  small_builds_ = bytes <= kKeep ? std::min(small_builds_ + 1, kSmallBuildsBeforeShrinking) : 0;
+  std::size_t wanted = 0;
+  if (bytes > capacity) {
+    wanted = std::max(bytes, std::min(2 * capacity, kMaxFrameBytes));
+  } else if (capacity > kKeep && small_builds_ >= kSmallBuildsBeforeShrinking) {
+    wanted = kKeep;
+  }
+  if (wanted != 0) {
+    // Not resize(): it would keep the old buffer's memory when shrinking, and copy it when
+    // growing.
+    std::vector<std::uint64_t>((wanted + 7) / 8).swap(words_);
+  }
 }
 
 FrameView FrameBuilder::build(const EnvelopeFields& fields) {
@@ -177,33 +217,29 @@ FrameView FrameBuilder::build(const EnvelopeFields& fields) {
                 " bytes is larger than a frame carries (" + std::to_string(kMaxFrameBytes) +
                 " bytes)");
   }
-  // Grows to fit; gives back a large buffer once frames are small again.
-  constexpr std::size_t kKeep = std::size_t{1} << 20;
-  if (bytes > capacity_ || (capacity_ > kKeep && bytes <= kKeep)) {
-    reserve(std::max(bytes, std::min(kKeep, 2 * capacity_)));
-  }
+  fit(bytes);
 
-  auto* base = reinterpret_cast<std::byte*>(words_.get());
-  Writer w(base);
+  auto* base = reinterpret_cast<std::byte*>(words_.data());
+  FrameWriter w(base);
   w.put(std::uint32_t{0});  // the root offset, set below
   w.put_bytes(wire::EnvelopeIdentifier(), flatbuffers::kFileIdentifierLength);
   const bool has_messages = !fields.messages.empty();
   const bool has_error = !fields.error.empty();
   using namespace envelope_at;
-  const std::size_t t =
-      w.table(kSize, {kKind, kCallId, kAgentId, has_messages ? kMessages : std::uint16_t{0},
-                      has_error ? kError : std::uint16_t{0}});
+  const std::size_t t = w.write_table(
+      kInlineBytes, {kKind, kCallId, kAgentId, has_messages ? kMessages : std::uint16_t{0},
+                     has_error ? kError : std::uint16_t{0}});
   w.put_at(0, static_cast<std::uint32_t>(t));
   w.put_at(t + kKind, static_cast<std::uint8_t>(fields.kind));
   w.put_at(t + kCallId, fields.call_id);
   w.put_at(t + kAgentId, fields.agent_id);
   if (has_messages) {
-    const std::size_t first = w.references(t + kMessages, fields.messages.size());
+    const std::size_t first = w.write_reference_slots(t + kMessages, fields.messages.size());
     for (std::size_t i = 0; i < fields.messages.size(); ++i) {
       write_msg(w, first + 4 * i, fields.messages[i]);
     }
   }
-  if (has_error) w.string(t + kError, fields.error);
+  if (has_error) w.write_string(t + kError, fields.error);
   w.pad_to(8);
   return {base, w.pos()};
 }

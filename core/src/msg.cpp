@@ -68,11 +68,12 @@ Msg::Msg(std::string name, std::string content, std::string role) {
                              .count();
 }
 
-const Msg::Fields& Msg::settled_fields() const { return state_->value().fields_; }
+// The settled value may be a placeholder itself (a local reply() may return one): its fields.
+const Msg::Fields& Msg::settled_fields() const { return state_->value().fields(); }
 
 void Msg::materialize() {
   if (state_) {
-    fields_ = state_->value().fields_;
+    fields_ = state_->value().fields();
     state_.reset();
   }
 }
@@ -111,7 +112,7 @@ std::string Msg::error_message() const {
   return {};
 }
 
-Msg Msg::resolved() const { return state_ ? state_->value() : *this; }
+Msg Msg::resolved() const { return state_ ? state_->value().resolved() : *this; }
 
 Msg Msg::placeholder(std::shared_ptr<detail::ResultState> state) {
   Msg m;

@@ -71,6 +71,25 @@ TEST(MsgTest, SameContentIgnoresIdAndTimestamp) {
   EXPECT_FALSE(a.same_content_as(d));
 }
 
+// A result may itself be a placeholder (a local reply() may return one): reads, copies and
+// edits see through both to the value.
+TEST(MsgTest, APlaceholderWhoseResultIsAPlaceholderReadsTheInnerValue) {
+  auto inner = std::make_shared<detail::ResultState>();
+  inner->resolve(Msg("inner", "value"));
+  auto outer = std::make_shared<detail::ResultState>();
+  outer->resolve(Msg::placeholder(inner));
+  const Msg m = Msg::placeholder(outer);
+  EXPECT_EQ(m.content(), "value");
+  EXPECT_EQ(m.name(), "inner");
+  EXPECT_FALSE(m.resolved().is_placeholder());
+  EXPECT_EQ(m.resolved().content(), "value");
+  Msg edited = m;
+  edited.set_role("user");
+  EXPECT_FALSE(edited.is_placeholder());
+  EXPECT_EQ(edited.content(), "value");
+  EXPECT_EQ(edited.role(), "user");
+}
+
 TEST(MsgTest, APlaceholderWithADeadlineTimesOutWithoutARuntime) {
   auto state = std::make_shared<detail::ResultState>();  // no driver: no runtime pumps it
   state->deadline = Clock::now() + std::chrono::milliseconds(50);

@@ -126,14 +126,27 @@ Msg random_msg(std::mt19937_64& rng) {
   return m;
 }
 
+/// `m` as a settled placeholder, sometimes one whose result is a placeholder too.
+Msg as_placeholder(Msg m, bool nested) {
+  auto state = std::make_shared<detail::ResultState>();
+  state->resolve(std::move(m));
+  Msg placeholder = Msg::placeholder(std::move(state));
+  return nested ? as_placeholder(std::move(placeholder), false) : placeholder;
+}
+
 TEST(WireTest, FramesReadAsFlatBufferBuildersFramesDo) {
   std::mt19937_64 rng(11);
-  FrameBuilder builder;
   const std::vector<std::string> errors{"", "x", "a longer error text of some length"};
   for (int trial = 0; trial < 500; ++trial) {
     std::vector<Msg> msgs(rng() % 4);
-    for (Msg& m : msgs) m = random_msg(rng);
+    for (Msg& m : msgs) {
+      m = random_msg(rng);
+      if (rng() % 5 == 0) m = as_placeholder(std::move(m), rng() % 2 == 0);
+    }
     if (trial % 50 == 0) msgs.push_back(Msg());  // an empty message among them
+    // A buffer of exactly the size the builder reserves for the frame: a layout that
+    // outgrows it writes out of bounds, which AddressSanitizer reports.
+    FrameBuilder builder(0);
     const EnvelopeFields fields{.kind = static_cast<wire::Kind>(rng() % 14),
                                 .call_id = rng() % 3 == 0 ? 0 : rng(),
                                 .agent_id = rng() % 3 == 0 ? 0 : rng(),
@@ -148,6 +161,39 @@ TEST(WireTest, FramesReadAsFlatBufferBuildersFramesDo) {
     const wire::Envelope* b = verify_frame(reference.view(), ec);
     ASSERT_NE(b, nullptr) << ec.message();
     expect_same_reading(*a, *b);
+  }
+}
+
+TEST(WireTest, AFailedPlaceholderFailsTheBuildWithItsErrorAndTheBuilderBuildsOn) {
+  auto failed = std::make_shared<detail::ResultState>();
+  failed->fail(std::make_exception_ptr(RemoteError("it broke")));
+  const std::vector<Msg> msgs{Msg("u", "fine"), Msg::placeholder(failed)};
+  FrameBuilder builder;
+  EXPECT_THROW((void)builder.build({.kind = wire::Kind::Call, .messages = msgs}), RemoteError);
+  const std::vector<Msg> fine{Msg("u", "fine")};
+  AlignedFrame frame(builder.build({.kind = wire::Kind::Call, .call_id = 9, .messages = fine}));
+  std::error_code ec;
+  const wire::Envelope* env = verify_frame(frame.view(), ec);
+  ASSERT_NE(env, nullptr) << ec.message();
+  EXPECT_EQ(env->call_id(), 9u);
+  EXPECT_EQ(from_wire(*env->messages()->Get(0)).content(), "fine");
+}
+
+// A builder grows for a large frame, keeps the room while large frames keep coming, and gives
+// it back after a run of small ones; every frame on the way reads back whole.
+TEST(WireTest, BuilderGrowsAndShrinksAndEveryFrameReadsBack) {
+  FrameBuilder builder(0);
+  std::vector<Msg> large{Msg("u", std::string(3 << 20, 'L'))};
+  std::vector<Msg> small{Msg("u", "s")};
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < (round == 1 ? 200 : 3); ++i) {
+      const std::vector<Msg>& msgs = i % 2 == 0 && round != 1 ? large : small;
+      AlignedFrame frame(builder.build({.kind = wire::Kind::Result, .messages = msgs}));
+      std::error_code ec;
+      const wire::Envelope* env = verify_frame(frame.view(), ec);
+      ASSERT_NE(env, nullptr) << ec.message();
+      EXPECT_EQ(from_wire(*env->messages()->Get(0)).content(), msgs[0].content());
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <troupe/core/wake_word.hpp>
 #include <troupe/troupe.hpp>
 #include <vector>
 
@@ -150,6 +151,14 @@ class Unruly : public AgentBase {
   Msg reply(const Msg& x) override { return x; }
 };
 
+// Answers whether the process it runs in may sleep on several futex words at once
+// (futex_waitv): "yes" or "no".
+class FutexProbe : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg&) override { return Msg(name(), can_wait_on_several() ? "yes" : "no"); }
+};
+
 TROUPE_REGISTER_AGENT(Counter);
 TROUPE_REGISTER_AGENT(Sleeper);
 TROUPE_REGISTER_AGENT(Faulty);
@@ -158,5 +167,6 @@ TROUPE_REGISTER_AGENT(Picky);
 TROUPE_REGISTER_AGENT(Homebound);
 TROUPE_REGISTER_AGENT(Shell);
 TROUPE_REGISTER_AGENT(Unruly);
+TROUPE_REGISTER_AGENT(FutexProbe);
 
 }  // namespace troupe::test

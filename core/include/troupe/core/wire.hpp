@@ -4,7 +4,6 @@
 // verifies inbound ones: a frame that fails verification is an error value, never a crash.
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <span>
 #include <string_view>
 #include <system_error>
@@ -51,16 +50,17 @@ struct EnvelopeFields {
 /// kind of frame both ways and compares what a reader sees).
 class FrameBuilder {
  public:
-  explicit FrameBuilder(std::size_t initial_bytes = 1024) { reserve(initial_bytes); }
+  explicit FrameBuilder(std::size_t initial_bytes = 1024) : words_((initial_bytes + 7) / 8) {}
   /// Builds an Envelope; the view stays valid until the next build on this builder. Throws
   /// troupe::Error for a frame larger than kMaxFrameBytes.
   FrameView build(const EnvelopeFields& fields);
 
  private:
-  void reserve(std::size_t bytes);
+  /// Sizes the buffer for a frame of at most `bytes`.
+  void fit(std::size_t bytes);
 
-  std::unique_ptr<std::uint64_t[]> words_;  // 8-byte aligned, as FlatBuffers data must be
-  std::size_t capacity_ = 0;                // bytes
+  std::vector<std::uint64_t> words_;  // 8-byte aligned, as FlatBuffers data must be
+  int small_builds_ = 0;              // frames in a row that would fit a buffer of kKeep
 };
 
 /// Limits a verifier applies; the defaults admit batches of up to a million messages.
