@@ -178,6 +178,20 @@ void AgentLane::make_nodes() {
   tbb::flow::make_edge(*sequencer_, *runner_);
 }
 
+void AgentLane::warm_up() {
+  // A task through the arena, from this thread: TBB creates its worker threads on the first
+  // demand for them, and a thread's first use of TBB records it (reading /proc/self/maps for
+  // the main thread's stack).
+  dispatcher_arena().execute([] {
+    tbb::task_group group;
+    group.run([] {});
+    group.wait();
+  });
+  // And a lane's nodes, made and buried like any lane's: the graph's first nodes cost more.
+  AgentLane lane;
+  lane.make_nodes();
+}
+
 void AgentLane::admit(LaneCallPtr call) {
   std::unique_lock lock(admit_mutex_);
   bool inputs_ready = true;

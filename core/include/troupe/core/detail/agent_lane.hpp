@@ -53,6 +53,11 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// reference to a lane can go while a TBB task still finishes its runner's bookkeeping.
   ~AgentLane();
 
+  /// Starts the graph's arena and its worker threads, records the calling thread with TBB and
+  /// makes a first lane's nodes: what would otherwise hold the first call that must wait
+  /// (troupe::init does it).
+  static void warm_up();
+
   /// Admits a call after every call admitted before it (by this thread). Never blocks on a
   /// pending input.
   void admit(LaneCallPtr call);
