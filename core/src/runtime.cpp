@@ -112,11 +112,13 @@ void Runtime::initialise(std::unique_ptr<Transport> local) {
     }
     runtime->exited_.notify_all();  // no exit will be reported: waits for one end now
   });
-  // Now, on the thread that starts the runtime (the program's main thread, mostly), once the
-  // fork server exists: made on the first call that must wait, the dispatcher's arena, its
-  // workers and graph, and TBB's record of the calling thread held that call (which must
-  // return at once) for ~3 ms, ~300 ms under ThreadSanitizer.
-  AgentLane::warm_up();
+  // Built here rather than on the program's first call that must wait, which it held for
+  // ~3 ms. After the fork server exists: it starts threads (AgentLane::warm_up()). Best
+  // effort: if TBB fails now, the first such call builds what it needs, as before.
+  try {
+    AgentLane::warm_up();
+  } catch (...) {
+  }
   g_runtime.store(runtime, std::memory_order_release);
   runtime->start_threads();
   std::atexit([] {

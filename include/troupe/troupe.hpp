@@ -18,9 +18,12 @@
 
 namespace troupe {
 
-/// Starts Troupe's runtime: removes the shared-memory segments of dead runs and forks the
-/// single-threaded fork server that starts agent servers. Call it first thing in main, before
-/// any thread exists. `options` sets the rings of every local channel.
+/// Starts Troupe's runtime: removes the shared-memory segments of dead runs, forks the
+/// single-threaded fork server that starts agent servers, then starts the dispatcher (a oneTBB
+/// arena with its worker threads, so that the first call that must wait returns at once; its
+/// size and TBB's stack size are fixed from here on) and a background thread. Call it first
+/// thing in main, before any thread exists, on the main thread. `options` sets the rings of
+/// every local channel.
 inline void init(int argc = 0, char** argv = nullptr, const shm::ShmChannelOptions& options = {}) {
   (void)argc;
   (void)argv;

@@ -53,9 +53,11 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// reference to a lane can go while a TBB task still finishes its runner's bookkeeping.
   ~AgentLane();
 
-  /// Starts the graph's arena and its worker threads, records the calling thread with TBB and
-  /// makes a first lane's nodes: what would otherwise hold the first call that must wait
-  /// (troupe::init does it).
+  /// Starts the graph's arena and its worker threads, records the calling thread with TBB
+  /// (for the main thread TBB reads /proc/self/maps) and makes and buries a throwaway lane's
+  /// nodes (the graph's first cost more): what would otherwise hold the first call that must
+  /// wait. troupe::init calls it on its own thread. It starts threads: only once the fork
+  /// server exists (DESIGN.md section 4). May throw what TBB throws.
   static void warm_up();
 
   /// Admits a call after every call admitted before it (by this thread). Never blocks on a
