@@ -42,7 +42,7 @@ std::string new_msg_id() {
   static constexpr auto kHexPairs = [] {
     constexpr char kHex[] = "0123456789abcdef";
     std::array<char, 512> pairs{};
-    for (int byte = 0; byte < 256; ++byte) {
+    for (std::size_t byte = 0; byte < 256; ++byte) {
       pairs[2 * byte] = kHex[byte & 0xF];
       pairs[2 * byte + 1] = kHex[byte >> 4];
     }
