@@ -22,8 +22,8 @@ using test::Counter;
 using test::Faulty;
 using test::Sleeper;
 
-std::int64_t start_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["start_ns"]; }
-std::int64_t end_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["end_ns"]; }
+using test::end_of;
+using test::start_of;
 
 TEST(DistAgentTest, StatePersistsAcrossCalls) {
   auto a = Counter("A").to_dist();
@@ -86,17 +86,7 @@ TEST(DistAgentTest, IndependentSlowCallsOverlap) {
 
 // The seed's graph: A->B, A->C, B->D, C->D, E->F, D->F. Timestamps from inside the agents.
 TEST(DistAgentTest, SeedGraphRunsInParallelWhereItCan) {
-  const Kwargs k{{"sleep_ms", 150}};
-  DistOptions eager{.lazy_launch = false};
-  auto A = Sleeper("A", k).to_dist(eager), B = Sleeper("B", k).to_dist(eager),
-       C = Sleeper("C", k).to_dist(eager), D = Sleeper("D", k).to_dist(eager),
-       E = Sleeper("E", k).to_dist(eager), F = Sleeper("F", k).to_dist(eager);
-  Msg x = A();
-  Msg y = B(x);
-  Msg z = C(x);
-  Msg w = D({y, z});
-  Msg e = E();
-  Msg f = F({w, e});
+  const auto [x, y, z, w, e, f, agents] = test::run_seed_graph({{"sleep_ms", 150}});
   EXPECT_EQ(f.content(), "F(D(B(A()))(C(A())))(E())");
   // B and C overlap; E starts before A ends; D after B and C; F after D and E.
   EXPECT_LT(start_of(y), end_of(z));

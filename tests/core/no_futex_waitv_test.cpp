@@ -61,8 +61,8 @@ class NoFutexWaitvTest : public testing::Test {
   void SetUp() override { ASSERT_EQ(g_filter_error, "") << "the test's premise failed"; }
 };
 
-std::int64_t start_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["start_ns"]; }
-std::int64_t end_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["end_ns"]; }
+using test::end_of;
+using test::start_of;
 
 // In this process, in a server it launches, and in a server another program launched.
 TEST_F(NoFutexWaitvTest, NoProcessMayUseTheCall) {
@@ -83,17 +83,7 @@ TEST_F(NoFutexWaitvTest, AProgramWaitingOnSeveralServersGetsEveryResult) {
   auto warm = test::Counter("W").to_dist({.lazy_launch = false});
   Msg one = warm(warm(Msg("u", "w")));
   ASSERT_TRUE(warm({one, warm(one)}).wait_for(30s)) << "the untimed warm-up calls";
-  const Kwargs k{{"sleep_ms", 100}};
-  DistOptions eager{.lazy_launch = false};
-  auto A = test::Sleeper("A", k).to_dist(eager), B = test::Sleeper("B", k).to_dist(eager),
-       C = test::Sleeper("C", k).to_dist(eager), D = test::Sleeper("D", k).to_dist(eager),
-       E = test::Sleeper("E", k).to_dist(eager), F = test::Sleeper("F", k).to_dist(eager);
-  Msg x = A();
-  Msg y = B(x);
-  Msg z = C(x);
-  Msg w = D({y, z});
-  Msg e = E();
-  Msg f = F({w, e});
+  const auto [x, y, z, w, e, f, agents] = test::run_seed_graph({{"sleep_ms", 100}});
   ASSERT_TRUE(f.wait_for(30s));
   EXPECT_EQ(f.content(), "F(D(B(A()))(C(A())))(E())");
   EXPECT_LT(start_of(y), end_of(z));

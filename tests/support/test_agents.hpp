@@ -60,6 +60,34 @@ class Sleeper : public AgentBase {
   Msg reply(const Msg& x) override { return reply(std::vector<Msg>{x}); }
 };
 
+/// When a Sleeper's reply started and ended (wall clock, ns), from its metadata.
+inline std::int64_t start_of(const Msg& m) {
+  return nlohmann::json::parse(m.metadata())["start_ns"];
+}
+inline std::int64_t end_of(const Msg& m) { return nlohmann::json::parse(m.metadata())["end_ns"]; }
+
+/// The seed's graph (A->B, A->C, B->D, C->D, E->F, D->F) on six Sleepers with `kwargs`, one
+/// server each, issued as a sequential program: its results, and the agents (kept alive).
+struct SeedGraph {
+  Msg x, y, z, w, e, f;  // A, B, C, D, E, F
+  std::vector<DistAgent> agents;
+};
+inline SeedGraph run_seed_graph(const Kwargs& kwargs) {
+  const DistOptions eager{.lazy_launch = false};
+  auto A = Sleeper("A", kwargs).to_dist(eager), B = Sleeper("B", kwargs).to_dist(eager),
+       C = Sleeper("C", kwargs).to_dist(eager), D = Sleeper("D", kwargs).to_dist(eager),
+       E = Sleeper("E", kwargs).to_dist(eager), F = Sleeper("F", kwargs).to_dist(eager);
+  SeedGraph g;
+  g.agents = {A, B, C, D, E, F};
+  g.x = A();
+  g.y = B(g.x);
+  g.z = C(g.x);
+  g.w = D({g.y, g.z});
+  g.e = E();
+  g.f = F({g.w, g.e});
+  return g;
+}
+
 // Throws when the content is "fail" (in reply and observe); otherwise echoes.
 class Faulty : public AgentBase {
  public:
