@@ -4,7 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "troupe/core/channel.hpp"
 #include "troupe/core/detail/result_state.hpp"
@@ -25,7 +28,7 @@ TEST(MsgTest, ConstructorFillsIdTimestampAndRole) {
   EXPECT_EQ(m.name(), "alice");
   EXPECT_EQ(m.content(), "hello");
   EXPECT_EQ(m.role(), "assistant");
-  EXPECT_EQ(m.id().size(), 32u);
+  EXPECT_EQ(m.id().size(), kMsgIdLength);
   EXPECT_GT(m.timestamp_ns(), 0);
   EXPECT_EQ(Msg("u", "x", "user").role(), "user");
 }
@@ -34,6 +37,34 @@ TEST(MsgTest, IdsAreUnique) {
   std::set<std::string> ids;
   for (int i = 0; i < 10000; ++i) ids.insert(new_msg_id());
   EXPECT_EQ(ids.size(), 10000u);
+}
+
+TEST(MsgTest, IdsAreShortSafeTextThatNeedsNoAllocation) {
+  const std::string id = new_msg_id();
+  EXPECT_EQ(id.size(), kMsgIdLength);
+  for (char c : id)
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << id;
+  // Held in std::string's inline buffer (inside the object): a copy allocates nothing.
+  const std::string copy = id;
+  const auto* object = reinterpret_cast<const char*>(&copy);
+  EXPECT_TRUE(copy.data() >= object && copy.data() < object + sizeof(copy));
+}
+
+TEST(MsgTest, IdsStayUniqueAcrossThreads) {
+  // Each thread draws its own prefix: ids made at once on several threads never meet.
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50000;
+  std::vector<std::vector<std::string>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&made, t] {
+      for (int i = 0; i < kPerThread; ++i) made[t].push_back(new_msg_id());
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  std::set<std::string> ids;
+  for (const auto& list : made) ids.insert(list.begin(), list.end());
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kThreads * kPerThread));
 }
 
 TEST(MsgTest, ForkedChildDoesNotRepeatParentIds) {
@@ -48,8 +79,8 @@ TEST(MsgTest, ForkedChildDoesNotRepeatParentIds) {
     ::_exit(0);
   }
   std::string parent_id = new_msg_id();
-  std::string child_id(32, '\0');
-  ASSERT_EQ(::read(fds[0], child_id.data(), 32), 32);
+  std::string child_id(kMsgIdLength, '\0');
+  ASSERT_EQ(::read(fds[0], child_id.data(), kMsgIdLength), static_cast<ssize_t>(kMsgIdLength));
   ::waitpid(pid, nullptr, 0);
   ::close(fds[0]);
   ::close(fds[1]);

@@ -130,7 +130,10 @@ bool wait_all(const std::vector<Msg>& msgs,
 int wait_any(const std::vector<Msg>& msgs,
              std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
-/// A fresh 128-bit random id in hex (unique across processes without coordination).
+/// Characters in an id from new_msg_id(): short enough for std::string's inline buffer.
+inline constexpr std::size_t kMsgIdLength = 15;
+/// A fresh 90-bit id in 15 characters of [0-9a-zA-Z_-], unique across threads and processes
+/// without coordination (a random 64-bit prefix per thread and a counter).
 std::string new_msg_id();
 
 }  // namespace troupe
