@@ -73,7 +73,7 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     if (dead_.load(std::memory_order_relaxed)) {
       death = death_;
     } else if (state) {
-      pending_.emplace(call_id, Pending{state, who});
+      pending_.insert(call_id, Pending{state, who});
       if (state->deadline != Deadline::max()) ++timed_;
       count_outstanding();
     }
@@ -127,13 +127,11 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
 
 ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
   std::lock_guard lock(mutex_);
-  auto it = pending_.find(call_id);
-  if (it == pending_.end()) return {};
-  Pending call = std::move(it->second);
-  if (call.state->deadline != Deadline::max()) --timed_;
-  pending_.erase(it);
+  std::optional<Pending> call = pending_.take(call_id);
+  if (!call) return {};
+  if (call->state->deadline != Deadline::max()) --timed_;
   count_outstanding();
-  return call;
+  return std::move(*call);
 }
 
 std::size_t ServerLink::pump(Deadline deadline) {
@@ -212,15 +210,8 @@ void ServerLink::expire(Clock::time_point now) {
   {
     std::lock_guard lock(mutex_);
     if (timed_ == 0) return;
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second.state->deadline <= now) {
-        expired.push_back(std::move(it->second));
-        it = pending_.erase(it);
-        --timed_;
-      } else {
-        ++it;
-      }
-    }
+    expired = pending_.take_if([now](const Pending& call) { return call.state->deadline <= now; });
+    timed_ -= expired.size();
     count_outstanding();
   }
   for (auto& call : expired) {
@@ -229,16 +220,16 @@ void ServerLink::expire(Clock::time_point now) {
 }
 
 void ServerLink::mark_dead(const std::string& why) {
-  std::unordered_map<std::uint64_t, Pending> failed;
+  std::vector<Pending> failed;
   {
     std::lock_guard lock(mutex_);
     if (dead_.exchange(true, std::memory_order_acq_rel)) return;
     death_ = why;
-    failed.swap(pending_);
+    failed = pending_.take_all();
     timed_ = 0;
     count_outstanding();
   }
-  for (auto& [id, call] : failed) {
+  for (auto& call : failed) {
     call.state->fail(std::make_exception_ptr(AgentDied(*call.who + ": " + why)));
   }
   channel_->close();  // nothing more will travel on it

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "troupe/core/channel.hpp"
+#include "troupe/core/detail/call_map.hpp"
 #include "troupe/core/detail/result_state.hpp"
 #include "troupe/core/wire.hpp"
 
@@ -121,7 +122,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::atomic<Clock::rep> peer_gone_at_{0};  // Clock ticks
 
   mutable std::mutex mutex_;  // guards the members below
-  std::unordered_map<std::uint64_t, Pending> pending_;
+  CallMap<Pending> pending_;
   std::string death_;
   std::string startup_error_;
   std::size_t timed_ = 0;  // pending calls that have a deadline
