@@ -61,7 +61,7 @@ std::shared_ptr<detail::ResultState> AgentBase::enqueue(std::vector<Msg> xs, boo
   auto call = std::make_shared<detail::LaneCall>();
   call->inputs = std::move(xs);
   // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
-  call->result = std::make_shared<detail::ResultState>(detail::Runtime::get());
+  call->result = detail::make_result_state(detail::Runtime::get());
   if (timeout.count() > 0) call->result->deadline = deadline_after(timeout);
   call->run = [this, lane = lane_, observation](detail::LaneCall& c) {
     if (const std::string* why = lane->closed()) {

@@ -48,7 +48,7 @@ void check_options(const DistOptions& o) {
 
 // Sends a management request to a server and returns its reply.
 Msg ask_server(detail::ServerLink& link, wire::Kind kind, std::vector<Msg> msgs) {
-  auto state = std::make_shared<detail::ResultState>(detail::Runtime::get());
+  auto state = detail::make_result_state(detail::Runtime::get());
   state->deadline = Clock::now() + kManagementTimeout;
   link.request(kind, 0, msgs, state,
                std::make_shared<const std::string>("server (" + link.where() + ")"));

@@ -50,8 +50,8 @@ void RemoteAgent::ensure_placed() {
     // Created (or attached to, by name) in the server; a failure there fails later calls.
     std::vector<Msg> description{
         Msg().set_name(name_).set_content(class_name_).set_metadata(kwargs_json_)};
-    link->request(wire::Kind::Create, agent_id_, description,
-                  std::make_shared<ResultState>(Runtime::get()), who());
+    link->request(wire::Kind::Create, agent_id_, description, make_result_state(Runtime::get()),
+                  who());
     // Handles of one server agent (by name) share its lane: one agent, one program order.
     lane_ = link->lane_for(name_, who());
     link_ = std::move(link);
@@ -74,7 +74,7 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire
                                                std::chrono::nanoseconds timeout,
                                                std::vector<Msg>* movable) {
   Runtime* runtime = Runtime::get();
-  auto state = std::make_shared<ResultState>(runtime);
+  auto state = make_result_state(runtime);
   if (shut_down_.load(std::memory_order_acquire)) {
     state->fail(std::make_exception_ptr(Error(describe() + " was shut down")));
     return state;
@@ -112,7 +112,7 @@ void RemoteAgent::shutdown() {
   if (placed_.load(std::memory_order_acquire) == nullptr) return;
   // Released in order, after the calls admitted before this.
   auto release = std::make_shared<LaneCall>();
-  release->result = std::make_shared<ResultState>();
+  release->result = make_result_state();
   release->run = [self = shared_from_this()](LaneCall& c) {
     if (!self->released_.exchange(true)) self->release_on_link();
     c.result->resolve(Msg());

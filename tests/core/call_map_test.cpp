@@ -34,12 +34,12 @@ TEST(CallMapTest, ReleasesAValueWhenItIsTaken) {
   EXPECT_EQ(value.use_count(), 1);
 }
 
-// Keys that share a home slot (a multiple of any capacity apart), removed in every order: the
-// entries after a removed one are shifted back, also across the array's end.
-TEST(CallMapTest, CollidingKeysAcrossTheEndStayReachable) {
+// Keys that share a slot (a multiple of any capacity apart) are found in every removal order:
+// the later ones wait in the overflow map.
+TEST(CallMapTest, CollidingKeysStayReachable) {
   for (int order = 0; order < 6; ++order) {
     CallMap<std::uint64_t> map;
-    const std::uint64_t base = 63;  // the last slot of the smallest array: runs wrap
+    const std::uint64_t base = 63;
     std::vector<std::uint64_t> keys = {base, base + 64, base + 128, 1, base + 1024};
     for (std::uint64_t key : keys) map.insert(key, key * 3);
     std::mt19937 random(order);
@@ -55,6 +55,35 @@ TEST(CallMapTest, CollidingKeysAcrossTheEndStayReachable) {
     }
     EXPECT_TRUE(map.empty());
   }
+}
+
+// One call that waits while a hundred thousand later ones come and go through its slot.
+TEST(CallMapTest, AnOldCallOutlivesManyLaterOnes) {
+  CallMap<std::uint64_t> map;
+  map.insert(1, 1);
+  for (std::uint64_t id = 2; id < 100000; ++id) {
+    map.insert(id, id);
+    ASSERT_EQ(map.take(id), id);
+  }
+  EXPECT_EQ(map.size(), 1u);
+  EXPECT_EQ(map.take(1), 1u);
+  EXPECT_TRUE(map.empty());
+}
+
+// A burst larger than the array the map keeps: emptied, it lets the array go, and works on.
+TEST(CallMapTest, ABigBurstEmptiesAndStartsAgain) {
+  CallMap<std::uint64_t> map;
+  std::vector<std::uint64_t> keys;
+  for (std::uint64_t id = 1; id <= 40000; ++id) keys.push_back(id);
+  for (int round = 0; round < 2; ++round) {
+    for (std::uint64_t key : keys) map.insert(key + round * 100000, key);
+    std::mt19937 random(round);
+    std::shuffle(keys.begin(), keys.end(), random);
+    for (std::uint64_t key : keys) ASSERT_EQ(map.take(key + round * 100000), key);
+    EXPECT_TRUE(map.empty());
+  }
+  map.insert(7, 7);
+  EXPECT_EQ(map.take(7), 7u);
 }
 
 // The way a link uses it: ids in sequence, most answered soon, some held for long, some never

@@ -14,9 +14,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "troupe/core/channel.hpp"
+#include "troupe/core/detail/recycling_allocator.hpp"
 #include "troupe/core/msg.hpp"
 #include "troupe/core/wake_word.hpp"
 
@@ -115,5 +117,14 @@ class ResultState {
 };
 
 using ResultPtr = std::shared_ptr<ResultState>;
+
+/// A new state whose block (with its control block) comes from this thread's recycling cache:
+/// a program with many calls in flight makes and drops states in bursts (see
+/// recycling_allocator.hpp).
+template <class... Args>
+ResultPtr make_result_state(Args&&... args) {
+  return std::allocate_shared<ResultState>(RecyclingAllocator<ResultState>{},
+                                           std::forward<Args>(args)...);
+}
 
 }  // namespace troupe::detail
