@@ -75,6 +75,39 @@ using detail::ServedClient;
 using namespace std::chrono_literals;
 
 constexpr std::size_t kReceiveBatch = 64;
+
+// Spare vectors for calls' inputs, per thread. The receiver decodes a call's inputs into one;
+// the worker that ran the call hands it back, most often the same thread (a receiver runs the
+// agent it made runnable). A vector of one Msg is a ~270-byte block, and bursts of calls in
+// flight push its allocation and free past malloc's per-thread cache to its slow path.
+class SpareInputs {
+ public:
+  static std::vector<Msg> take() {
+    auto& spares = list();
+    if (spares.empty()) return {};
+    std::vector<Msg> inputs = std::move(spares.back());
+    spares.pop_back();
+    return inputs;
+  }
+  static void give(std::vector<Msg>&& inputs) noexcept {
+    auto& spares = list();
+    if (inputs.capacity() == 0 || inputs.capacity() > kLargest || spares.size() == kKept) return;
+    inputs.clear();
+    spares.push_back(std::move(inputs));  // no throw: capacity is reserved
+  }
+
+ private:
+  static constexpr std::size_t kLargest = 4;  // inputs kept per vector
+  static constexpr std::size_t kKept = 1024;
+  static std::vector<std::vector<Msg>>& list() {
+    thread_local std::vector<std::vector<Msg>> spares = [] {
+      std::vector<std::vector<Msg>> made;
+      made.reserve(kKept);
+      return made;
+    }();
+    return spares;
+  }
+};
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 /// How long an idle receiver keeps looking at its clients' rings (spinning, yielding) before
 /// it sleeps on their doorbells.
@@ -463,6 +496,7 @@ void AgentServer::handle_frame(const ClientPtr& client, const wire::Envelope& en
   const std::uint64_t call_id = env->call_id();
   std::vector<Msg> inputs;
   if (const auto* msgs = env->messages()) {
+    inputs = SpareInputs::take();
     inputs.reserve(msgs->size());
     for (const auto* m : *msgs) inputs.push_back(from_wire(*m));
   }
@@ -712,6 +746,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
         break;
     }
     dequeued(client, call.cost);
+    SpareInputs::give(std::move(call.inputs));
   }
   make_runnable(served);
 }
