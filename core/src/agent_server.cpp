@@ -75,39 +75,6 @@ using detail::ServedClient;
 using namespace std::chrono_literals;
 
 constexpr std::size_t kReceiveBatch = 64;
-
-// Spare vectors for calls' inputs, per thread. The receiver decodes a call's inputs into one;
-// the worker that ran the call hands it back, most often the same thread (a receiver runs the
-// agent it made runnable). A vector of one Msg is a ~270-byte block, and bursts of calls in
-// flight push its allocation and free past malloc's per-thread cache to its slow path.
-class SpareInputs {
- public:
-  static std::vector<Msg> take() {
-    auto& spares = list();
-    if (spares.empty()) return {};
-    std::vector<Msg> inputs = std::move(spares.back());
-    spares.pop_back();
-    return inputs;
-  }
-  static void give(std::vector<Msg>&& inputs) noexcept {
-    auto& spares = list();
-    if (inputs.capacity() == 0 || inputs.capacity() > kLargest || spares.size() == kKept) return;
-    inputs.clear();
-    spares.push_back(std::move(inputs));  // no throw: capacity is reserved
-  }
-
- private:
-  static constexpr std::size_t kLargest = 4;  // inputs kept per vector
-  static constexpr std::size_t kKept = 1024;
-  static std::vector<std::vector<Msg>>& list() {
-    thread_local std::vector<std::vector<Msg>> spares = [] {
-      std::vector<std::vector<Msg>> made;
-      made.reserve(kKept);
-      return made;
-    }();
-    return spares;
-  }
-};
 constexpr int kMailboxTurn = 64;  // calls an agent runs before yielding its worker to others
 /// How long an idle receiver keeps looking at its clients' rings (spinning, yielding) before
 /// it sleeps on their doorbells.
@@ -119,6 +86,40 @@ constexpr auto kIdleReceive = std::chrono::milliseconds(50);
 constexpr auto kFollowerNap = std::chrono::milliseconds(1);
 /// A follower's sleep while no agent runs: the receiver wakes it when there is work.
 constexpr auto kFollowerIdle = std::chrono::milliseconds(100);
+
+// Spare vectors for calls' inputs, per thread. The receiver decodes a call's inputs into one;
+// the worker that ran the call hands it back, most often the same thread (a receiver runs the
+// agent it made runnable). A vector of one Msg is a ~270-byte block, and bursts of calls in
+// flight push its allocation and free past malloc's per-thread cache to its slow path.
+class SpareInputs {
+ public:
+  static std::vector<Msg> take() {
+    auto& spares = list();
+    if (spares.capacity() == 0) spares.reserve(kKept);  // may throw: take() may
+    if (spares.empty()) return {};
+    std::vector<Msg> inputs = std::move(spares.back());
+    spares.pop_back();
+    return inputs;
+  }
+  static void give(std::vector<Msg>&& inputs) noexcept {
+    auto& spares = list();
+    // A full list, or none (a thread that never took one): the vector is freed.
+    if (inputs.capacity() == 0 || inputs.capacity() > kLargest ||
+        spares.size() == spares.capacity()) {
+      return;
+    }
+    inputs.clear();
+    spares.push_back(std::move(inputs));  // no throw: there is room
+  }
+
+ private:
+  static constexpr std::size_t kLargest = 4;  // inputs kept per vector
+  static constexpr std::size_t kKept = 1024;
+  static std::vector<std::vector<Msg>>& list() {
+    thread_local std::vector<std::vector<Msg>> spares;
+    return spares;
+  }
+};
 
 FrameBuilder& reply_builder() {
   thread_local FrameBuilder builder;

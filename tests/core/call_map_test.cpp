@@ -22,6 +22,21 @@ TEST(CallMapTest, TakesWhatWasInsertedOnce) {
   EXPECT_TRUE(map.empty());
 }
 
+// 0 marks an empty slot, and a peer's frame may carry it: never found, whatever the map holds.
+TEST(CallMapTest, KeyZeroIsNeverFound) {
+  CallMap<std::shared_ptr<int>> map;
+  EXPECT_EQ(map.take(0), std::nullopt);
+  map.insert(64, std::make_shared<int>(1));  // slot 0 of the smallest array
+  map.insert(3, std::make_shared<int>(3));
+  EXPECT_EQ(map.take(0), std::nullopt);
+  EXPECT_EQ(map.size(), 2u);
+  EXPECT_EQ(*map.take(64).value(), 1);
+  EXPECT_EQ(map.take(0), std::nullopt);
+  EXPECT_EQ(map.size(), 1u);
+  EXPECT_EQ(*map.take(3).value(), 3);
+  EXPECT_TRUE(map.empty());
+}
+
 TEST(CallMapTest, ReleasesAValueWhenItIsTaken) {
   CallMap<std::shared_ptr<int>> map;
   auto value = std::make_shared<int>(7);
@@ -34,8 +49,8 @@ TEST(CallMapTest, ReleasesAValueWhenItIsTaken) {
   EXPECT_EQ(value.use_count(), 1);
 }
 
-// Keys that share a slot (a multiple of any capacity apart) are found in every removal order:
-// the later ones wait in the overflow map.
+// Keys that share a slot (at the smallest capacity, 64) are found in every removal order: the
+// later ones wait in the overflow map.
 TEST(CallMapTest, CollidingKeysStayReachable) {
   for (int order = 0; order < 6; ++order) {
     CallMap<std::uint64_t> map;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -20,23 +21,37 @@ namespace troupe::detail {
 
 template <class Value>
 class CallMap {
+  // Entries move between the array and the overflow map without a chance to fail halfway.
+  static_assert(std::is_nothrow_move_constructible_v<Value> &&
+                std::is_nothrow_move_assignable_v<Value> &&
+                std::is_nothrow_default_constructible_v<Value>);
+
  public:
   CallMap() : slots_(kMinCapacity) {}
 
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
 
-  /// Adds `value` under `key` (non-zero, not present).
+  /// Adds `value` under `key` (non-zero, not present). On failure (out of memory) the map is
+  /// as it was.
   void insert(std::uint64_t key, Value value) {
-    if (2 * (size_ + 1) > slots_.size()) rehash(2 * slots_.size());
-    place(key, std::move(value));
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    Slot& slot = slot_of(key);
+    if (slot.key == 0) {
+      slot.key = key;
+      slot.value = std::move(value);
+    } else {
+      overflow_.emplace(key, std::move(value));
+    }
     ++size_;
   }
 
-  /// Removes `key` and returns its value, or nothing if it is not there.
-  std::optional<Value> take(std::uint64_t key) {
+  /// Removes `key` and returns its value, or nothing if it is not there (0 never is: it is
+  /// what a peer's frame may carry, and marks empty slots here).
+  std::optional<Value> take(std::uint64_t key) noexcept {
+    if (key == 0) return std::nullopt;
     std::optional<Value> value;
-    if (Slot& slot = slots_[key & (slots_.size() - 1)]; slot.key == key) {
+    if (Slot& slot = slot_of(key); slot.key == key) {
       value.emplace(std::exchange(slot.value, Value{}));
       slot.key = 0;
     } else if (auto it = overflow_.find(key); it != overflow_.end()) {
@@ -47,14 +62,16 @@ class CallMap {
     }
     // Keeps its array while calls remain: a program that sends bursts refills it at once. A
     // large array goes once the burst is over.
-    if (--size_ == 0 && slots_.size() > kKeptCapacity) std::vector<Slot>(kMinCapacity).swap(slots_);
+    if (--size_ == 0 && slots_.size() > kKeptCapacity) release_array();
     return value;
   }
 
-  /// Removes every entry for which `pred(value)` holds and returns their values.
+  /// Removes every entry for which `pred(value)` holds and returns their values. On failure
+  /// (out of memory) the map is as it was.
   template <class Pred>
   std::vector<Value> take_if(Pred pred) {
     std::vector<Value> taken;
+    taken.reserve(size_);  // the only allocation: nothing below throws
     for (Slot& slot : slots_) {
       if (slot.key != 0 && pred(std::as_const(slot.value))) {
         taken.push_back(std::exchange(slot.value, Value{}));
@@ -70,14 +87,13 @@ class CallMap {
       }
     }
     size_ -= taken.size();
+    if (size_ == 0 && slots_.size() > kKeptCapacity) release_array();
     return taken;
   }
 
   /// Removes and returns every value.
   std::vector<Value> take_all() {
-    std::vector<Value> taken = take_if([](const Value&) { return true; });
-    std::vector<Slot>(kMinCapacity).swap(slots_);
-    return taken;
+    return take_if([](const Value&) { return true; });
   }
 
  private:
@@ -89,25 +105,35 @@ class CallMap {
     Value value{};
   };
 
-  void place(std::uint64_t key, Value&& value) {
-    Slot& slot = slots_[key & (slots_.size() - 1)];
-    if (slot.key == 0) {
-      slot.key = key;
-      slot.value = std::move(value);
-    } else {
-      overflow_.emplace(key, std::move(value));
+  Slot& slot_of(std::uint64_t key) noexcept { return slots_[key & (slots_.size() - 1)]; }
+
+  // Doubles the array. Its allocation is the only one: keys in different slots stay in
+  // different slots at twice the capacity, and an overflow entry moves into its slot if that
+  // is free now, or stays.
+  void grow() {
+    std::vector<Slot> old(2 * slots_.size());
+    old.swap(slots_);
+    for (Slot& slot : old) {
+      if (slot.key != 0) slot_of(slot.key) = std::move(slot);
+    }
+    for (auto it = overflow_.begin(); it != overflow_.end();) {
+      if (Slot& slot = slot_of(it->first); slot.key == 0) {
+        slot.key = it->first;
+        slot.value = std::move(it->second);
+        it = overflow_.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
 
-  void rehash(std::size_t capacity) {
-    std::vector<Slot> old(capacity);
-    old.swap(slots_);
-    std::unordered_map<std::uint64_t, Value> overflow;
-    overflow.swap(overflow_);
-    for (Slot& slot : old) {
-      if (slot.key != 0) place(slot.key, std::move(slot.value));
+  // Best effort: an empty map goes back to the smallest array (if even that cannot be had, the
+  // large one, empty, stays).
+  void release_array() noexcept {
+    try {
+      std::vector<Slot>(kMinCapacity).swap(slots_);
+    } catch (...) {
     }
-    for (auto& [key, value] : overflow) place(key, std::move(value));
   }
 
   std::vector<Slot> slots_;
