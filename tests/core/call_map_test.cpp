@@ -90,11 +90,12 @@ TEST(CallMapTest, ABigBurstEmptiesAndStartsAgain) {
   CallMap<std::uint64_t> map;
   std::vector<std::uint64_t> keys;
   for (std::uint64_t id = 1; id <= 40000; ++id) keys.push_back(id);
-  for (int round = 0; round < 2; ++round) {
-    for (std::uint64_t key : keys) map.insert(key + round * 100000, key);
-    std::mt19937 random(round);
+  for (std::uint64_t round = 0; round < 2; ++round) {
+    const std::uint64_t base = round * 100000;
+    for (std::uint64_t key : keys) map.insert(base + key, key);
+    std::mt19937 random(static_cast<unsigned>(round));
     std::shuffle(keys.begin(), keys.end(), random);
-    for (std::uint64_t key : keys) ASSERT_EQ(map.take(key + round * 100000), key);
+    for (std::uint64_t key : keys) ASSERT_EQ(map.take(base + key), key);
     EXPECT_TRUE(map.empty());
   }
   map.insert(7, 7);
