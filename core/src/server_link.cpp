@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <optional>
 #include <vector>
 
@@ -73,8 +74,14 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     if (dead_.load(std::memory_order_relaxed)) {
       death = death_;
     } else if (state) {
-      pending_.insert(call_id, Pending{state, who});
-      if (state->deadline != Deadline::max()) ++timed_;
+      const bool timed = state->deadline != Deadline::max();
+      if (timed) deadlines_.emplace(state->deadline, call_id);
+      try {
+        pending_.insert(call_id, Pending{state, who});
+      } catch (...) {
+        if (timed) deadlines_.erase({state->deadline, call_id});
+        throw;
+      }
       count_outstanding();
     }
   }
@@ -129,7 +136,7 @@ ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
   std::lock_guard lock(mutex_);
   std::optional<Pending> call = pending_.take(call_id);
   if (!call) return {};
-  if (call->state->deadline != Deadline::max()) --timed_;
+  if (call->state->deadline != Deadline::max()) deadlines_.erase({call->state->deadline, call_id});
   count_outstanding();
   return std::move(*call);
 }
@@ -209,9 +216,15 @@ void ServerLink::expire(Clock::time_point now) {
   std::vector<Pending> expired;
   {
     std::lock_guard lock(mutex_);
-    if (timed_ == 0) return;
-    expired = pending_.take_if([now](const Pending& call) { return call.state->deadline <= now; });
-    timed_ -= expired.size();
+    const auto due_end = deadlines_.upper_bound({now, ~std::uint64_t{0}});
+    if (due_end == deadlines_.begin()) return;
+    // Room first: once a call leaves pending_, nothing may fail before it is failed.
+    expired.reserve(static_cast<std::size_t>(std::distance(deadlines_.begin(), due_end)));
+    for (auto it = deadlines_.begin(); it != due_end; ++it) {
+      if (std::optional<Pending> call = pending_.take(it->second))
+        expired.push_back(std::move(*call));
+    }
+    deadlines_.erase(deadlines_.begin(), due_end);
     count_outstanding();
   }
   for (auto& call : expired) {
@@ -226,7 +239,7 @@ void ServerLink::mark_dead(const std::string& why) {
     if (dead_.exchange(true, std::memory_order_acq_rel)) return;
     death_ = why;
     failed = pending_.take_all();
-    timed_ = 0;
+    deadlines_.clear();
     count_outstanding();
   }
   for (auto& call : failed) {

@@ -503,6 +503,34 @@ TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
   EXPECT_THROW((void)limited(Msg("u", "c")).content(), Timeout);
 }
 
+// Timed calls among thousands in flight on one link: the timed ones fail at their deadlines,
+// unread (the runtime's sweep takes the due calls without looking at the rest), and every other
+// call completes, in order.
+TEST(DistAgentTest, TimedCallsAmongManyInFlightFailOnTimeAndAlone) {
+  auto slow = Sleeper("S", {{"sleep_ms", 1500}}).to_dist({.lazy_launch = false});
+  auto counter = Counter("C").to_dist({.port = slow.port(), .launch_server = false});
+  Msg busy = slow(Msg("u", "busy"));  // holds S: the timed calls behind it cannot answer in time
+  std::vector<Msg> timed;
+  std::vector<Msg> untimed;
+  for (int i = 0; i < 2000; ++i) {
+    untimed.push_back(counter(Msg("u", std::to_string(i))));
+    if (i % 400 == 0)
+      timed.push_back(slow.call({Msg("u", "t")}, {.timeout = 30ms + 1ms * i / 400}));
+  }
+  // Nobody reads the timed calls: only the sweep can fail them. A deferred local call on each
+  // settles when it does.
+  Counter local("L");
+  std::vector<Msg> after;
+  for (const Msg& t : timed) after.push_back(local(t));
+  EXPECT_TRUE(wait_all(after, 5s));
+  EXPECT_FALSE(busy.ready());  // they failed by their deadlines, not behind S's first reply
+  for (const Msg& a : after) EXPECT_NE(a.error_message().find("timed out"), std::string::npos);
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_EQ(untimed[i].content(), "C:" + std::to_string(i + 1) + ":" + std::to_string(i));
+  }
+  EXPECT_EQ(busy.content(), "S(busy)");
+}
+
 TEST(DistAgentTest, WaitingIsNotFailing) {
   auto slow = Sleeper("S", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false});
   Msg x = slow(Msg("u", "a"));

@@ -12,9 +12,11 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "troupe/core/channel.hpp"
 #include "troupe/core/detail/call_map.hpp"
@@ -125,7 +127,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   CallMap<Pending> pending_;
   std::string death_;
   std::string startup_error_;
-  std::size_t timed_ = 0;  // pending calls that have a deadline
+  // The pending calls that have a deadline, soonest first: expire() looks at the due ones
+  // only, however many calls are in flight.
+  std::set<std::pair<Deadline, std::uint64_t>> deadlines_;
 
   std::atomic<std::size_t> outstanding_{0};
   std::uint64_t next_call_id_ = 1;  // guarded by mutex_
