@@ -13,6 +13,17 @@
 namespace troupe::detail {
 namespace {
 
+// The failure of type E with the text text() makes, or the std::bad_alloc that making it threw:
+// a call taken out of pending_ must be settled, even when memory has run out.
+template <class E, class Text>
+std::exception_ptr failure(Text text) noexcept {
+  try {
+    return std::make_exception_ptr(E(text()));
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
 constexpr std::chrono::nanoseconds kSendPatience = std::chrono::seconds(30);
 constexpr std::size_t kPumpBatch = 256;
 /// How long a link whose channel reports the peer gone waits for the fork server's exit status
@@ -228,22 +239,27 @@ void ServerLink::expire(Clock::time_point now) {
     count_outstanding();
   }
   for (auto& call : expired) {
-    call.state->fail(std::make_exception_ptr(Timeout(*call.who + ": call timed out")));
+    call.state->fail(failure<Timeout>([&] { return *call.who + ": call timed out"; }));
   }
 }
 
 void ServerLink::mark_dead(const std::string& why) {
   std::vector<Pending> failed;
   {
-    std::lock_guard lock(mutex_);
-    if (dead_.exchange(true, std::memory_order_acq_rel)) return;
-    death_ = why;
-    failed = pending_.take_all();
+    std::lock_guard lock(mutex_);  // dead_ changes only under it
+    if (dead_.load(std::memory_order_relaxed)) return;
+    failed = pending_.take_all();  // first: if memory runs out, nothing has changed
     deadlines_.clear();
+    dead_.store(true, std::memory_order_release);
     count_outstanding();
+    try {
+      death_ = why;
+    } catch (...) {
+      // Out of memory: later calls fail with an empty reason rather than not at all.
+    }
   }
   for (auto& call : failed) {
-    call.state->fail(std::make_exception_ptr(AgentDied(*call.who + ": " + why)));
+    call.state->fail(failure<AgentDied>([&] { return *call.who + ": " + why; }));
   }
   channel_->close();  // nothing more will travel on it
   // Calls not sent yet fail too: those waiting for inputs that may never come, and those

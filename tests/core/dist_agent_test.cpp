@@ -507,7 +507,9 @@ TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
 // unread (the runtime's sweep takes the due calls without looking at the rest), and every other
 // call completes, in order.
 TEST(DistAgentTest, TimedCallsAmongManyInFlightFailOnTimeAndAlone) {
-  auto slow = Sleeper("S", {{"sleep_ms", 1500}}).to_dist({.lazy_launch = false});
+  // S's 4 s hold the window the checks need, even in a sanitizer build on a loaded machine;
+  // the test does not wait for them (the server sleeps them out after the link closes).
+  auto slow = Sleeper("S", {{"sleep_ms", 4000}}).to_dist({.lazy_launch = false});
   auto counter = Counter("C").to_dist({.port = slow.port(), .launch_server = false});
   Msg busy = slow(Msg("u", "busy"));  // holds S: the timed calls behind it cannot answer in time
   std::vector<Msg> timed;
@@ -528,7 +530,7 @@ TEST(DistAgentTest, TimedCallsAmongManyInFlightFailOnTimeAndAlone) {
   for (int i = 0; i < 2000; ++i) {
     ASSERT_EQ(untimed[i].content(), "C:" + std::to_string(i + 1) + ":" + std::to_string(i));
   }
-  EXPECT_EQ(busy.content(), "S(busy)");
+  EXPECT_FALSE(busy.ready());
 }
 
 TEST(DistAgentTest, WaitingIsNotFailing) {
