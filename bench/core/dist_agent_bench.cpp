@@ -186,6 +186,23 @@ void BM_CallsInFlight(benchmark::State& state) {
 }
 BENCHMARK(BM_CallsInFlight)->Arg(64)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
+// The same with a per-agent timeout: every call has a deadline, which the link keeps for its
+// sweep (a heap of deadlines; an answered call's entry is shed later, in batches).
+void BM_TimedCallsInFlight(benchmark::State& state) {
+  const auto in_flight = static_cast<std::size_t>(state.range(0));
+  auto a = Echo("A").to_dist({.lazy_launch = false, .timeout = std::chrono::seconds(30)});
+  const troupe::Msg x("user", kContent, "user");
+  std::vector<troupe::Msg> results;
+  results.reserve(in_flight);
+  for (auto _ : state) {
+    results.clear();
+    for (std::size_t i = 0; i < in_flight; ++i) results.push_back(a(x));
+    troupe::wait_all(results);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * in_flight));
+}
+BENCHMARK(BM_TimedCallsInFlight)->Arg(1024)->UseRealTime()->MinTime(1.0);
+
 // Calls that must wait: each takes a pending input, so each goes through the agent's lane in
 // the flow graph (sequencer_node, serial function_node). Timed from the input's resolution
 // to the last reply; the "ready" variant makes the same calls with a resolved input (direct

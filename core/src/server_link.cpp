@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <iterator>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -85,13 +85,16 @@ void ServerLink::request(wire::Kind kind, std::uint64_t agent_id, std::span<cons
     if (dead_.load(std::memory_order_relaxed)) {
       death = death_;
     } else if (state) {
-      const bool timed = state->deadline != Deadline::max();
-      if (timed) deadlines_.emplace(state->deadline, call_id);
-      try {
-        pending_.insert(call_id, Pending{state, who});
-      } catch (...) {
-        if (timed) deadlines_.erase({state->deadline, call_id});
-        throw;
+      pending_.insert(call_id, Pending{state, who});
+      if (state->deadline != Deadline::max()) {
+        try {
+          deadlines_.emplace_back(state->deadline, call_id);
+        } catch (...) {
+          pending_.take(call_id);
+          throw;
+        }
+        std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+        ++timed_;
       }
       count_outstanding();
     }
@@ -147,7 +150,16 @@ ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
   std::lock_guard lock(mutex_);
   std::optional<Pending> call = pending_.take(call_id);
   if (!call) return {};
-  if (call->state->deadline != Deadline::max()) deadlines_.erase({call->state->deadline, call_id});
+  if (call->state->deadline != Deadline::max()) {
+    --timed_;
+    // The call's entry in deadlines_ stays until it comes due or the entries of answered
+    // calls outnumber the timed calls in flight: then they go, in one pass (no allocation).
+    if (deadlines_.size() > 2 * timed_ + 64) {
+      std::erase_if(deadlines_,
+                    [this](const auto& entry) { return !pending_.contains(entry.second); });
+      std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+    }
+  }
   count_outstanding();
   return std::move(*call);
 }
@@ -227,15 +239,21 @@ void ServerLink::expire(Clock::time_point now) {
   std::vector<Pending> expired;
   {
     std::lock_guard lock(mutex_);
-    const auto due_end = deadlines_.upper_bound({now, ~std::uint64_t{0}});
-    if (due_end == deadlines_.begin()) return;
-    // Room first: once a call leaves pending_, nothing may fail before it is failed.
-    expired.reserve(static_cast<std::size_t>(std::distance(deadlines_.begin(), due_end)));
-    for (auto it = deadlines_.begin(); it != due_end; ++it) {
-      if (std::optional<Pending> call = pending_.take(it->second))
-        expired.push_back(std::move(*call));
+    try {
+      while (!deadlines_.empty() && deadlines_.front().first <= now) {
+        // Room first: once a call leaves pending_, nothing may fail before it is failed.
+        if (expired.size() == expired.capacity()) expired.reserve(2 * expired.size() + 8);
+        std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+        const std::uint64_t call_id = deadlines_.back().second;
+        deadlines_.pop_back();
+        if (std::optional<Pending> call = pending_.take(call_id)) {  // else answered already
+          expired.push_back(std::move(*call));
+          --timed_;
+        }
+      }
+    } catch (...) {
+      // Out of memory: the calls taken so far fail below; the next sweep takes the rest.
     }
-    deadlines_.erase(deadlines_.begin(), due_end);
     count_outstanding();
   }
   for (auto& call : expired) {
@@ -250,6 +268,7 @@ void ServerLink::mark_dead(const std::string& why) {
     if (dead_.load(std::memory_order_relaxed)) return;
     failed = pending_.take_all();  // first: if memory runs out, nothing has changed
     deadlines_.clear();
+    timed_ = 0;
     dead_.store(true, std::memory_order_release);
     count_outstanding();
     try {

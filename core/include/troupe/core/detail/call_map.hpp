@@ -46,6 +46,12 @@ class CallMap {
     ++size_;
   }
 
+  /// True if `key` is there.
+  bool contains(std::uint64_t key) const noexcept {
+    if (key == 0) return false;
+    return slots_[key & (slots_.size() - 1)].key == key || overflow_.count(key) != 0;
+  }
+
   /// Removes `key` and returns its value, or nothing if it is not there (0 never is: it is
   /// what a peer's frame may carry, and marks empty slots here).
   std::optional<Value> take(std::uint64_t key) noexcept {

@@ -12,11 +12,11 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "troupe/core/channel.hpp"
 #include "troupe/core/detail/call_map.hpp"
@@ -127,9 +127,12 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   CallMap<Pending> pending_;
   std::string death_;
   std::string startup_error_;
-  // The pending calls that have a deadline, soonest first: expire() looks at the due ones
-  // only, however many calls are in flight.
-  std::set<std::pair<Deadline, std::uint64_t>> deadlines_;
+  // The deadlines of the pending calls that have one, as a min-heap of (deadline, call id):
+  // expire() looks at the due ones only, however many calls are in flight. An answered call's
+  // entry stays until it comes due (and finds nothing) or a compaction drops it: a timed call
+  // costs a heap push, no allocation once the vector has grown.
+  std::vector<std::pair<Deadline, std::uint64_t>> deadlines_;
+  std::size_t timed_ = 0;  // pending calls that have a deadline
 
   std::atomic<std::size_t> outstanding_{0};
   std::uint64_t next_call_id_ = 1;  // guarded by mutex_
