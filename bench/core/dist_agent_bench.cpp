@@ -170,10 +170,10 @@ void BM_SequentialCallVsRawRing(benchmark::State& state) {
 }
 BENCHMARK(BM_SequentialCallVsRawRing)->Iterations(15)->Unit(benchmark::kMillisecond);
 
-// Many independent calls in flight to one child agent, inputs ready.
-void BM_CallsInFlight(benchmark::State& state) {
+// Many independent calls in flight to one child agent placed with `options`, inputs ready.
+void calls_in_flight(benchmark::State& state, const troupe::DistOptions& options) {
   const auto in_flight = static_cast<std::size_t>(state.range(0));
-  auto a = Echo("A").to_dist({.lazy_launch = false});
+  auto a = Echo("A").to_dist(options);
   const troupe::Msg x("user", kContent, "user");
   std::vector<troupe::Msg> results;
   results.reserve(in_flight);
@@ -184,22 +184,14 @@ void BM_CallsInFlight(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * in_flight));
 }
+
+void BM_CallsInFlight(benchmark::State& state) { calls_in_flight(state, {.lazy_launch = false}); }
 BENCHMARK(BM_CallsInFlight)->Arg(64)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
 // The same with a per-agent timeout: every call has a deadline, which the link keeps for its
 // sweep (a heap of deadlines; an answered call's entry is shed later, in batches).
 void BM_TimedCallsInFlight(benchmark::State& state) {
-  const auto in_flight = static_cast<std::size_t>(state.range(0));
-  auto a = Echo("A").to_dist({.lazy_launch = false, .timeout = std::chrono::seconds(30)});
-  const troupe::Msg x("user", kContent, "user");
-  std::vector<troupe::Msg> results;
-  results.reserve(in_flight);
-  for (auto _ : state) {
-    results.clear();
-    for (std::size_t i = 0; i < in_flight; ++i) results.push_back(a(x));
-    troupe::wait_all(results);
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * in_flight));
+  calls_in_flight(state, {.lazy_launch = false, .timeout = std::chrono::seconds(30)});
 }
 BENCHMARK(BM_TimedCallsInFlight)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
