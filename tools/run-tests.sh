@@ -24,6 +24,23 @@ TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp ${TSAN_OPTIONS:-
   RUNNER="setarch $(uname -m) -R" \
   run_preset tsan -L 'core|shm'
 
+# No process of the suite may outlive it: agent servers (troupe-server), fork servers
+# (troupe-fork), or any other process of a binary in build/. A zombie is being reaped by PID 1
+# and gets a few seconds to go.
+survivors() {
+  ps -eo pid=,stat=,comm=,args= |
+    awk -v tree="$PWD/build/" '$2 !~ /^Z/ && ($3 == "troupe-server" || $3 == "troupe-fork" ||
+                                             index($4, tree) == 1)' || true
+}
+for _ in 1 2 3 4 5; do
+  left=$(survivors)
+  [ -z "$left" ] && break
+  sleep 1
+done
+if [ -n "$left" ]; then
+  echo "FAIL: processes of the test suite still running:"; echo "$left"; exit 1
+fi
+
 leftover=$(ls /dev/shm | grep '^troupe\.' || true)
 if [ -n "$leftover" ]; then
   echo "FAIL: Troupe segments left in /dev/shm:"; echo "$leftover"; exit 1

@@ -26,6 +26,8 @@ std::exception_ptr failure(Text text) noexcept {
 
 constexpr std::chrono::nanoseconds kSendPatience = std::chrono::seconds(30);
 constexpr std::size_t kPumpBatch = 256;
+/// Entries of the deadline heap a link keeps room for once no timed call is in flight.
+constexpr std::size_t kKeptDeadlines = 4096;
 /// How long a link whose channel reports the peer gone waits for the fork server's exit status
 /// before failing its calls without it.
 constexpr auto kExitStatusGrace = std::chrono::milliseconds(50);
@@ -152,9 +154,12 @@ ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
   if (!call) return {};
   if (call->state->deadline != Deadline::max()) {
     --timed_;
-    // The call's entry in deadlines_ stays until it comes due or the entries of answered
-    // calls outnumber the timed calls in flight: then they go, in one pass (no allocation).
-    if (deadlines_.size() > 2 * timed_ + 64) {
+    // The call's entry in deadlines_ stays until it comes due, or the entries of answered
+    // calls outnumber the timed calls in flight (then they go, in one pass, no allocation),
+    // or no timed call is left in flight (then all go).
+    if (timed_ == 0) {
+      drop_stale_deadlines();
+    } else if (deadlines_.size() > 2 * timed_ + 64) {
       std::erase_if(deadlines_,
                     [this](const auto& entry) { return !pending_.contains(entry.second); });
       std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
@@ -251,6 +256,7 @@ void ServerLink::expire(Clock::time_point now) {
           --timed_;
         }
       }
+      if (timed_ == 0 && !deadlines_.empty()) drop_stale_deadlines();
     } catch (...) {
       // Out of memory: the calls taken so far fail below; the next sweep takes the rest.
     }
@@ -261,13 +267,23 @@ void ServerLink::expire(Clock::time_point now) {
   }
 }
 
+void ServerLink::drop_stale_deadlines() noexcept {
+  // No timed call in flight: every entry left is an answered call's. A burst of timed calls
+  // may have grown the heap large; a link then idle or untimed gives that memory back.
+  if (deadlines_.capacity() > kKeptDeadlines) {
+    std::vector<std::pair<Deadline, std::uint64_t>>().swap(deadlines_);
+  } else {
+    deadlines_.clear();
+  }
+}
+
 void ServerLink::mark_dead(const std::string& why) {
   std::vector<Pending> failed;
   {
     std::lock_guard lock(mutex_);  // dead_ changes only under it
     if (dead_.load(std::memory_order_relaxed)) return;
     failed = pending_.take_all();  // first: if memory runs out, nothing has changed
-    deadlines_.clear();
+    drop_stale_deadlines();
     timed_ = 0;
     dead_.store(true, std::memory_order_release);
     count_outstanding();

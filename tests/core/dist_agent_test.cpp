@@ -536,6 +536,42 @@ TEST(DistAgentTest, TimedCallsAmongManyInFlightFailOnTimeAndAlone) {
   EXPECT_FALSE(busy.ready());
 }
 
+// A link whose timed calls have all been answered or have expired empties its deadline heap;
+// timed calls made after that still fail at their deadlines, among untimed calls in flight
+// that all complete in order.
+TEST(DistAgentTest, TimedCallsAfterTheTimedOnesAreAllDoneStillExpire) {
+  auto slow = Sleeper("S", {{"sleep_ms", 4000}}).to_dist({.lazy_launch = false});
+  auto counter = Counter("C").to_dist({.port = slow.port(), .launch_server = false});
+  Msg busy = slow(Msg("u", "busy"));         // holds S: its timed calls below cannot answer in time
+  std::vector<std::pair<int, Msg>> untimed;  // C's call number, and its result
+  int sent = 0;
+  auto untimed_calls = [&](int n) {
+    for (int i = 0; i < n; ++i, ++sent)
+      untimed.emplace_back(sent, counter(Msg("u", std::to_string(sent))));
+  };
+  for (int round = 0; round < 3; ++round) {
+    untimed_calls(300);
+    // Round 1 also has timed calls that are answered (the heap's last timed call in flight
+    // leaves by an answer, not by expiring).
+    if (round == 1) {
+      for (int i = 0; i < 50; ++i) {
+        EXPECT_EQ(counter.call({Msg("u", "t")}, {.timeout = 60s}).content(),
+                  "C:" + std::to_string(sent + i + 1) + ":t");
+      }
+      sent += 50;
+    }
+    Msg timed = slow.call({Msg("u", "t")}, {.timeout = 30ms});
+    untimed_calls(300);
+    const auto start = Clock::now();
+    EXPECT_THROW((void)timed.content(), Timeout) << "round " << round;
+    EXPECT_LT(Clock::now() - start, 2s) << "round " << round;
+  }
+  for (const auto& [i, result] : untimed) {
+    ASSERT_EQ(result.content(), "C:" + std::to_string(i + 1) + ":" + std::to_string(i));
+  }
+  EXPECT_FALSE(busy.ready());
+}
+
 TEST(DistAgentTest, WaitingIsNotFailing) {
   auto slow = Sleeper("S", {{"sleep_ms", 300}}).to_dist({.lazy_launch = false});
   Msg x = slow(Msg("u", "a"));

@@ -102,6 +102,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   bool note_peer_gone() noexcept;
   // Takes call `call_id` out of pending_ (its state null if it is not there: settled already).
   Pending take_pending(std::uint64_t call_id);
+  // Empties deadlines_ when no timed call is in flight (timed_ == 0: every entry left is an
+  // answered call's), giving back a large buffer. mutex_ held.
+  void drop_stale_deadlines() noexcept;
   // Delivers what the server sent before it went (a start-up error, its Hello).
   void read_last_words();
   // Takes the server's pid and port from its Hello, or refuses the server (fail_start()) when
@@ -129,8 +132,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   std::string startup_error_;
   // The deadlines of the pending calls that have one, as a min-heap of (deadline, call id):
   // expire() looks at the due ones only, however many calls are in flight. An answered call's
-  // entry stays until it comes due (and finds nothing) or a compaction drops it: a timed call
-  // costs a heap push, no allocation once the vector has grown.
+  // entry stays until it comes due (and finds nothing), a compaction drops it, or the last
+  // timed call in flight leaves: a timed call costs a heap push, no allocation once the vector
+  // has grown.
   std::vector<std::pair<Deadline, std::uint64_t>> deadlines_;
   std::size_t timed_ = 0;  // pending calls that have a deadline
 
