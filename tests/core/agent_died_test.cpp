@@ -45,6 +45,35 @@ TEST(AgentDiedTest, KilledServerFailsPendingAndLaterCallsNamingTheSignal) {
   EXPECT_EQ(bystander(Msg("u", "x")).content(), "B:1:x");
 }
 
+// A server that ends by itself, while calls wait behind the one that ended it: they all fail
+// with AgentDied naming how it ended (its exit status, or the signal), and an agent on
+// another server keeps working.
+TEST(AgentDiedTest, AServerThatExitsOrAbortsIsNamedByItsEnd) {
+  auto bystander = test::Counter("B").to_dist({.lazy_launch = false});
+  const std::pair<std::string, std::string> ends[] = {{"exit:3", "exited with status 3"},
+                                                      {"abort", "signal 6"}};
+  int bystander_calls = 0;
+  for (const auto& [order, told] : ends) {
+    auto quitter = test::Quitter("Q").to_dist({.lazy_launch = false});
+    EXPECT_EQ(quitter(Msg("u", "hi")).content(), "ok:hi");
+    std::vector<Msg> calls{quitter(Msg("u", order))};
+    for (int i = 0; i < 5; ++i) calls.push_back(quitter(Msg("u", std::to_string(i))));
+    for (const Msg& m : calls) {
+      try {
+        (void)m.content();
+        FAIL() << "a call behind \"" << order << "\" succeeded";
+      } catch (const AgentDied& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("agent 'Q'"), std::string::npos) << what;
+        EXPECT_NE(what.find(told), std::string::npos) << what;
+      }
+    }
+    EXPECT_THROW((void)quitter(Msg("u", "later")).content(), AgentDied);
+    EXPECT_EQ(bystander(Msg("u", order)).content(),
+              "B:" + std::to_string(++bystander_calls) + ":" + order);
+  }
+}
+
 TEST(AgentDiedTest, DependantsOfADeadAgentsCallsFailToo) {
   auto victim = test::Sleeper("V", {{"sleep_ms", 2000}}).to_dist({.lazy_launch = false});
   auto next = test::Counter("N").to_dist();

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -82,6 +84,34 @@ TEST(DistAgentTest, IndependentSlowCallsOverlap) {
   for (auto& a : agents) results.push_back(a(Msg("u", "x")));
   ASSERT_TRUE(wait_all(results, 10s));
   EXPECT_LT(Clock::now() - start, 1300ms);  // three 500 ms sleeps, not in sequence
+}
+
+// Calls that waited for an input in the flow graph are sent from TBB's threads, which do not
+// wait for the replies: eight such calls to eight slow agents all run at once, on a machine
+// whose dispatcher has as many threads as cores (2 on the development VM). Timestamps from
+// inside the agents: every call starts before any ends.
+TEST(DistAgentTest, DeferredCallsToSlowAgentsOverlapBeyondTheDispatchersThreads) {
+  constexpr int kAgents = 8;
+  auto first = Sleeper("first", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+  std::vector<DistAgent> agents;
+  for (int i = 0; i < kAgents; ++i) {
+    agents.push_back(
+        Sleeper("S" + std::to_string(i), {{"sleep_ms", 600}}).to_dist({.lazy_launch = false}));
+  }
+  const Msg input = first(Msg("u", "x"));
+  std::vector<Msg> results;
+  for (auto& a : agents) results.push_back(a(input));  // each waits in the graph for `input`
+  ASSERT_FALSE(input.ready());
+  ASSERT_TRUE(wait_all(results, 20s));
+  std::int64_t last_start = 0;
+  std::int64_t first_end = std::numeric_limits<std::int64_t>::max();
+  for (const Msg& r : results) {
+    last_start = std::max(last_start, start_of(r));
+    first_end = std::min(first_end, end_of(r));
+  }
+  EXPECT_LT(last_start, first_end)
+      << "a call started only after another had ended: " << (last_start - first_end) / 1'000'000
+      << " ms later";
 }
 
 // The seed's graph: A->B, A->C, B->D, C->D, E->F, D->F. Timestamps from inside the agents.
@@ -257,6 +287,40 @@ TEST(DistAgentTest, TheLastHandleGoingLetsPendingCallsFinishThenTheServerEnds) {
   EXPECT_TRUE(ends(server)) << "the agent's server outlived its last handle";
 }
 
+// Handles going while others remain: a copy's going leaves the agent (and its state); the
+// last handle of one agent going releases that agent alone, after its pending call, and the
+// server keeps serving the agent that still has a handle, until that one goes too.
+TEST(DistAgentTest, DroppingSomeHandlesLeavesTheOthersOnTheirServerWorking) {
+  std::optional<DistAgent> b;
+  pid_t server = 0;
+  Msg pending;
+  {
+    auto a = Counter("A").to_dist({.lazy_launch = false});
+    server = a.server_pid();
+    {
+      DistAgent copy = a;
+      EXPECT_EQ(copy(Msg("u", "x")).content(), "A:1:x");
+    }
+    EXPECT_EQ(a(Msg("u", "y")).content(), "A:2:y");
+    b.emplace(Counter("B").to_dist({.port = a.port(), .launch_server = false}));
+    EXPECT_EQ((*b)(Msg("u", "b")).content(), "B:1:b");
+    pending = a(Msg("u", "z"));
+  }  // A's last handle goes with a call pending
+  EXPECT_EQ(pending.content(), "A:3:z");
+  EXPECT_EQ((*b)(Msg("u", "c")).content(), "B:2:c");
+  const auto until = Clock::now() + 10s;
+  std::vector<std::string> hosted;
+  do {
+    hosted.clear();
+    for (const auto& agent : b->server().info().agents) hosted.push_back(agent.name);
+  } while (hosted.size() != 1 && Clock::now() < until);
+  EXPECT_EQ(hosted, std::vector<std::string>{"B"});  // A was released, B kept
+  EXPECT_EQ(::kill(server, 0), 0) << "the server ended while an agent on it had a handle";
+  EXPECT_EQ((*b)(Msg("u", "d")).content(), "B:3:d");
+  b.reset();
+  EXPECT_TRUE(ends(server)) << "the server outlived the last handle of its last agent";
+}
+
 TEST(DistAgentTest, LauncherShutdownEndsItsServerForAttachedClients) {
   RpcAgentServerLauncher launcher("Counter", {{"name", "C"}});
   launcher.launch();
@@ -415,6 +479,27 @@ TEST(DistAgentTest, ObserveIsOrderedAndReportsFailure) {
   EXPECT_THROW(bad.get(), RemoteError);
   EXPECT_NO_THROW(good.get());
   EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
+}
+
+// observe() returns at once, even to an agent busy with a long call; the failure of an observe
+// whose handle nobody kept is logged, naming the agent and what it raised.
+TEST(DistAgentTest, ObserveReturnsAtOnceAndAnIgnoredFailureIsLogged) {
+  auto s = Sleeper("S", {{"sleep_ms", 1000}}).to_dist({.lazy_launch = false});
+  Msg busy = s(Msg("u", "x"));
+  const auto start = Clock::now();
+  ObserveHandle seen = s.observe(Msg("u", "seen"));
+  EXPECT_LT(Clock::now() - start, 500ms);  // not behind the 1 s call it queues after
+  EXPECT_FALSE(busy.ready());
+  EXPECT_FALSE(seen.ready());
+
+  auto f = Faulty("F").to_dist({.lazy_launch = false});
+  testing::internal::CaptureStderr();
+  f.observe(Msg("u", "fail"));                            // the handle is dropped at once
+  EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // answered after the observe
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("observe on agent 'F' (class Faulty) failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("observe asked to fail"), std::string::npos) << log;
+  EXPECT_NO_THROW(seen.get());
 }
 
 TEST(DistAgentTest, ACallWaitingForItsInputTimesOutForWhoeverPolls) {

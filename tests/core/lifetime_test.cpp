@@ -136,5 +136,31 @@ TEST(LifetimeTest, ProgramIsKilled) {
   expect_clean(run);
 }
 
+// The same endings while the program is busy: calls in flight on every channel, some waiting
+// in the flow graph, its servers mid-reply.
+TEST(LifetimeTest, ProgramIsKilledWhileBusy) {
+  ProgramRun run = start("busy");
+  std::this_thread::sleep_for(100ms);
+  run.program.kill(SIGKILL);
+  const int status = expect_clean(run);  // and it was still busy when killed:
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+}
+
+TEST(LifetimeTest, ProgramGetsCtrlCWhileBusy) {
+  ProgramRun run = start("busy");
+  std::this_thread::sleep_for(100ms);
+  ctrl_c(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "status " << status;
+}
+
+TEST(LifetimeTest, ProgramGetsSigtermWhileBusy) {
+  ProgramRun run = start("busy");
+  std::this_thread::sleep_for(100ms);
+  run.program.kill(SIGTERM);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << "status " << status;
+}
+
 }  // namespace
 }  // namespace troupe

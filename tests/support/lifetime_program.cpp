@@ -7,6 +7,8 @@
 //   catchterm  the same with SIGTERM (sent to the whole process group, as `timeout` does)
 //   nochld   ignores SIGCHLD from the start (before init), then kills B's server: exit code 0
 //            when B's next call fails naming the signal, and a launcher's shutdown returns
+//   busy     calls its agents without end, many calls in flight and some waiting for inputs
+//            in the flow graph, until a signal ends it
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <troupe/troupe.hpp>
+#include <vector>
 
 namespace {
 
@@ -54,6 +57,18 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "throw") == 0) throw std::runtime_error("escaping main");
   if (std::strcmp(argv[1], "wait") == 0) {
     for (;;) ::pause();
+  }
+  if (std::strcmp(argv[1], "busy") == 0) {
+    Echo local("L");
+    for (;;) {
+      std::vector<troupe::Msg> calls;
+      for (int i = 0; i < 64; ++i) {
+        for (auto* agent : {&a, &b, &c}) calls.push_back((*agent)(troupe::Msg("u", "x")));
+      }
+      // Calls whose input is pending wait in the dispatcher's graph, in-process ones too.
+      calls.push_back(local(c(b(a(troupe::Msg("u", "chain"))))));
+      troupe::wait_all(calls);
+    }
   }
   if (nochld) {
     ::kill(b.server_pid(), SIGKILL);

@@ -1,10 +1,12 @@
 #pragma once
 // Agents the runtime tests place in servers. Include from exactly one source file per test
 // binary (it registers the classes).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -187,6 +189,23 @@ class FutexProbe : public AgentBase {
   Msg reply(const Msg&) override { return Msg(name(), can_wait_on_several() ? "yes" : "no"); }
 };
 
+// Ends its whole process when asked: "exit:<status>" exits with that status (no clean-up, as
+// a crash would), "abort" raises SIGABRT (without a core file); anything else is echoed.
+class Quitter : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  Msg reply(const Msg& x) override {
+    const std::string& what = x.content();
+    if (what.rfind("exit:", 0) == 0) std::_Exit(std::stoi(what.substr(5)));
+    if (what == "abort") {
+      const rlimit no_core{0, 0};
+      ::setrlimit(RLIMIT_CORE, &no_core);
+      std::abort();
+    }
+    return Msg(name(), "ok:" + what);
+  }
+};
+
 TROUPE_REGISTER_AGENT(Counter);
 TROUPE_REGISTER_AGENT(Sleeper);
 TROUPE_REGISTER_AGENT(Faulty);
@@ -196,5 +215,6 @@ TROUPE_REGISTER_AGENT(Homebound);
 TROUPE_REGISTER_AGENT(Shell);
 TROUPE_REGISTER_AGENT(Unruly);
 TROUPE_REGISTER_AGENT(FutexProbe);
+TROUPE_REGISTER_AGENT(Quitter);
 
 }  // namespace troupe::test
