@@ -118,8 +118,10 @@ TEST(AgentDiedTest, CallsWaitingForInputsFailWhenTheirServerDies) {
 TEST(AgentDiedTest, ACallWaitingForRingSpaceNamesTheSignalToo) {
   auto victim = test::Sleeper("V", {{"sleep_ms", 30000}}).to_dist({.lazy_launch = false});
   const pid_t pid = victim.server_pid();
-  std::thread killer([pid] {
+  Clock::time_point killed_at;
+  std::thread killer([pid, &killed_at] {
     std::this_thread::sleep_for(500ms);
+    killed_at = Clock::now();
     ::kill(pid, SIGKILL);
   });
   // 96 MiB of calls: the server queues 64 MiB (its per-client budget), then its ring fills
@@ -127,7 +129,9 @@ TEST(AgentDiedTest, ACallWaitingForRingSpaceNamesTheSignalToo) {
   const Msg big("u", std::string(1 << 20, 'x'));
   std::vector<Msg> calls;
   for (int i = 0; i < 96; ++i) calls.push_back(victim(big));
+  const auto sent_at = Clock::now();
   killer.join();
+  EXPECT_LT(killed_at, sent_at) << "the calls were all sent before the kill: no send waited";
   for (const Msg& m : calls) {
     const std::string error = m.error_message();
     EXPECT_NE(error.find("signal 9"), std::string::npos) << error;

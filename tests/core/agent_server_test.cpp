@@ -351,9 +351,14 @@ TEST_F(ImpatientServerTest, AClientThatStopsReadingIsDroppedAndOthersAreServed) 
   expect_next(wire::Kind::Result);
   // 40 replies of 4 kB each do not fit in the client's 64 KiB ring, and it reads none.
   for (std::uint64_t i = 0; i < 40; ++i) call(1, 10 + i, "4000");
-  std::this_thread::sleep_for(1s);
-  // The server gives up on it and closes its channel: the client finds the replies that fit,
-  // then the close (its calls fail instead of waiting for ever).
+  // The server gives up on it and drops it (reading nothing meanwhile: a read would make room).
+  const auto dropped_by = Clock::now() + 20s;
+  while (server_->info().clients != 1 && Clock::now() < dropped_by) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(server_->info().clients, 1u) << "the client that reads nothing was not dropped";
+  // Its channel is closed: the client finds the replies that fit, then the close (its calls
+  // fail instead of waiting for ever).
   std::error_code ec;
   std::size_t replies = 0;
   const auto deadline = Clock::now() + 10s;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "support/test_agents.hpp"
 
@@ -103,11 +104,13 @@ constexpr int kSteps = 40;
 // call with a failed input fails the same way (its first failed input's error) and does not
 // run; an exception from reply() is a failure "<agent> raised: <what>"; an observation of a
 // failed result is not delivered. `first_extra`, if any, is appended to the first call's inputs.
+// The agents are named `prefix` + their index.
 std::vector<Outcome> sequential_reference(const std::vector<Step>& program,
-                                          std::optional<Msg> first_extra = std::nullopt) {
+                                          std::optional<Msg> first_extra = std::nullopt,
+                                          const std::string& prefix = "L") {
   std::vector<std::unique_ptr<Ledger>> agents;
   for (int i = 0; i < kAgents; ++i)
-    agents.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
+    agents.push_back(std::make_unique<Ledger>(prefix + std::to_string(i)));
   std::vector<Outcome> results;
   int fresh = 0;
   for (const Step& s : program) {
@@ -143,17 +146,14 @@ std::vector<Outcome> sequential_reference(const std::vector<Step>& program,
 
 std::vector<Msg> distributed(const std::vector<Step>& program, int servers) {
   std::vector<DistAgent> agents;
-  int first_port = 0;
   for (int i = 0; i < kAgents; ++i) {
     Ledger local("L" + std::to_string(i));
     if (servers == 0 || i < servers) {
       agents.push_back(local.to_dist({.lazy_launch = false}));
-      if (i == 0) first_port = agents.back().port();
     } else {  // several agents per child: attach to the servers started above
       agents.push_back(local.to_dist({.port = agents[i % servers].port(), .launch_server = false}));
     }
   }
-  (void)first_port;
   auto results = run(
       program, [&](int a, std::vector<Msg> in) { return agents[a](std::move(in)); },
       [&](int a, const Msg& m) { agents[a].observe(m); });
@@ -197,6 +197,72 @@ TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
   // An in-process agent must outlive its deferred work (AgentBase's destructor cannot stop a
   // reply() or observe() that runs): wait for the observations too before the agents go.
   for (const ObserveHandle& t : told) (void)t.error();  // some fail, on failed inputs
+}
+
+// In-process and distributed agents in one program: the even ones in this process (deferring
+// whenever an input is a pending remote result), the odd ones in children. The first call also
+// takes a slow remote agent's pending answer, as above.
+TEST_P(SequentialEquivalenceTest, InProcessAndDistributedAgentsMixed) {
+  auto program = random_program(GetParam(), kAgents, kSteps);
+  auto gate = test::Sleeper("gate", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false});
+  std::optional<Msg> pending = gate(Msg("u", "x"));
+  std::vector<std::unique_ptr<Ledger>> local;
+  std::vector<std::optional<DistAgent>> remote;
+  for (int i = 0; i < kAgents; ++i) {
+    local.push_back(std::make_unique<Ledger>("L" + std::to_string(i)));
+    remote.emplace_back();
+    if (i % 2 == 1) remote.back().emplace(local.back()->to_dist({.lazy_launch = false}));
+  }
+  std::vector<ObserveHandle> told;
+  int deferred = 0;
+  auto got = run(
+      program,
+      [&](int a, std::vector<Msg> in) {
+        if (pending) in.push_back(*std::exchange(pending, std::nullopt));
+        if (remote[a]) return (*remote[a])(std::move(in));
+        Msg result = (*local[a])(std::move(in));
+        deferred += result.is_placeholder() ? 1 : 0;
+        return result;
+      },
+      [&](int a, const Msg& m) {
+        told.push_back(remote[a] ? remote[a]->observe(m) : local[a]->tell(m));
+      });
+  EXPECT_GT(deferred, 0);  // in-process calls that waited for a remote input
+  wait_all(got);
+  expect_same(sequential_reference(program, Msg("gate", "gate(x)")), got);
+  for (const ObserveHandle& t : told) (void)t.error();  // the in-process agents' work is done
+}
+
+// Threads sharing one server, each running its own program on agents of its own: every
+// thread gets its program's sequential results.
+TEST_P(SequentialEquivalenceTest, ThreadsSharingAServer) {
+  constexpr int kThreads = 3;
+  RpcAgentServerLauncher launcher;
+  launcher.launch();
+  std::vector<std::vector<Step>> programs;
+  std::vector<std::vector<Msg>> got(kThreads);
+  for (int t = 0; t < kThreads; ++t)
+    programs.push_back(random_program(GetParam() * 100 + t, kAgents, kSteps));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<DistAgent> agents;
+      for (int i = 0; i < kAgents; ++i) {
+        agents.push_back(Ledger("T" + std::to_string(t) + "L" + std::to_string(i))
+                             .to_dist({.port = launcher.port(), .launch_server = false}));
+      }
+      got[t] = run(
+          programs[t], [&](int a, std::vector<Msg> in) { return agents[a](std::move(in)); },
+          [&](int a, const Msg& m) { agents[a].observe(m); });
+      wait_all(got[t]);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) {
+    SCOPED_TRACE("thread " + std::to_string(t));
+    expect_same(sequential_reference(programs[t], std::nullopt, "T" + std::to_string(t) + "L"),
+                got[t]);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, SequentialEquivalenceTest, ::testing::Values(1u, 2u, 3u, 4u, 5u));
