@@ -296,6 +296,11 @@ TEST(AgentTest, LazyLaunchOnAPortInUseFailsTheFirstCall) {
   auto a = Counter("A").to_dist({.port = first.port()});  // lazy: launched at the first call
   Msg m = a(Msg("u", "x"));
   EXPECT_NE(m.error_message().find("in use"), std::string::npos) << m.error_message();
+  // Later calls fail the same way, at once, and so do calls that take the failed result.
+  const auto later = Clock::now();
+  EXPECT_NE(a(Msg("u", "y")).error_message().find("in use"), std::string::npos);
+  EXPECT_NE(a(m).error_message().find("in use"), std::string::npos);
+  EXPECT_LT(Clock::now() - later, std::chrono::seconds(5));
   EXPECT_THROW(Counter("B").to_dist({.port = first.port(), .lazy_launch = false}), Error);
 }
 
