@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Builds Troupe and runs every test: the whole suite in the dev build, then the core and shm
-# tests again under AddressSanitizer+UBSan and under ThreadSanitizer. Exits non-zero on any
-# failure, and checks that nothing is left behind (processes, /dev/shm segments).
+# tests again under AddressSanitizer+UBSan and under ThreadSanitizer. Then checks that nothing
+# is left behind (processes, /dev/shm segments), after failing tests too. Exits non-zero on
+# any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+
+# Every process of this run carries the mark in its environment (forked servers inherit it),
+# so that the check below finds this run's processes and no one else's.
+export TROUPE_TEST_RUN="run-tests.$$.$RANDOM"
 
 # run_preset PRESET [ctest args...]; $RUNNER (if set) prefixes the ctest command.
 run_preset() {
@@ -16,33 +21,43 @@ run_preset() {
   ${RUNNER:-} ctest --preset "$preset" -j "$jobs" "$@"
 }
 
-run_preset dev
-run_preset asan -L 'core|shm'
+failed=0
+run_preset dev || failed=1
+run_preset asan -L 'core|shm' || failed=1
 # TSan needs the address-space layout it was built for: newer kernels randomise mmap more than
 # g++ 12's TSan accepts, so its tests run with randomisation off (setarch -R).
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp ${TSAN_OPTIONS:-}" \
   RUNNER="setarch $(uname -m) -R" \
-  run_preset tsan -L 'core|shm'
+  run_preset tsan -L 'core|shm' || failed=1
 
-# No process of the suite may outlive it: agent servers (troupe-server), fork servers
-# (troupe-fork), or any other process of a binary in build/. A zombie is being reaped by PID 1
-# and gets a few seconds to go.
+# No process of the suite may outlive it. One that has exited but not yet been reaped (a
+# zombie, whose parent is gone) is PID 1's to reap and is not counted; a live one gets a few
+# seconds to finish ending.
 survivors() {
-  ps -eo pid=,stat=,comm=,args= |
-    awk -v tree="$PWD/build/" '$2 !~ /^Z/ && ($3 == "troupe-server" || $3 == "troupe-fork" ||
-                                             index($4, tree) == 1)' || true
+  local pid
+  for pid in $(pgrep -U "$(id -u)" . || true); do
+    [ "$pid" = "$$" ] && continue
+    if { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "TROUPE_TEST_RUN=$TROUPE_TEST_RUN" &&
+       ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; then
+      ps -o pid=,comm=,args= -p "$pid" || true
+    fi
+  done
 }
+left=""
 for _ in 1 2 3 4 5; do
   left=$(survivors)
   [ -z "$left" ] && break
   sleep 1
 done
 if [ -n "$left" ]; then
-  echo "FAIL: processes of the test suite still running:"; echo "$left"; exit 1
+  echo "FAIL: processes of the test suite still running:"; echo "$left"; failed=1
 fi
 
 leftover=$(ls /dev/shm | grep '^troupe\.' || true)
 if [ -n "$leftover" ]; then
-  echo "FAIL: Troupe segments left in /dev/shm:"; echo "$leftover"; exit 1
+  echo "FAIL: Troupe segments left in /dev/shm:"; echo "$leftover"; failed=1
+fi
+if [ "$failed" -ne 0 ]; then
+  echo "=== FAILED"; exit 1
 fi
 echo "=== all tests passed"

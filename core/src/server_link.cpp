@@ -256,7 +256,7 @@ void ServerLink::expire(Clock::time_point now) {
           --timed_;
         }
       }
-      if (timed_ == 0 && !deadlines_.empty()) drop_stale_deadlines();
+      if (timed_ == 0) drop_stale_deadlines();
     } catch (...) {
       // Out of memory: the calls taken so far fail below; the next sweep takes the rest.
     }

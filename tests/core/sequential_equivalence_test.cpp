@@ -205,7 +205,6 @@ TEST_P(SequentialEquivalenceTest, InProcessAgentsDeferringOnAPendingInput) {
 TEST_P(SequentialEquivalenceTest, InProcessAndDistributedAgentsMixed) {
   auto program = random_program(GetParam(), kAgents, kSteps);
   auto gate = test::Sleeper("gate", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false});
-  std::optional<Msg> pending = gate(Msg("u", "x"));
   std::vector<std::unique_ptr<Ledger>> local;
   std::vector<std::optional<DistAgent>> remote;
   for (int i = 0; i < kAgents; ++i) {
@@ -213,6 +212,7 @@ TEST_P(SequentialEquivalenceTest, InProcessAndDistributedAgentsMixed) {
     remote.emplace_back();
     if (i % 2 == 1) remote.back().emplace(local.back()->to_dist({.lazy_launch = false}));
   }
+  std::optional<Msg> pending = gate(Msg("u", "x"));  // once every server is up
   std::vector<ObserveHandle> told;
   int deferred = 0;
   auto got = run(
@@ -243,23 +243,35 @@ TEST_P(SequentialEquivalenceTest, ThreadsSharingAServer) {
   std::vector<std::vector<Msg>> got(kThreads);
   for (int t = 0; t < kThreads; ++t)
     programs.push_back(random_program(GetParam() * 100 + t, kAgents, kSteps));
+  std::vector<std::exception_ptr> errors(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      std::vector<DistAgent> agents;
-      for (int i = 0; i < kAgents; ++i) {
-        agents.push_back(Ledger("T" + std::to_string(t) + "L" + std::to_string(i))
-                             .to_dist({.port = launcher.port(), .launch_server = false}));
+      try {
+        std::vector<DistAgent> agents;
+        for (int i = 0; i < kAgents; ++i) {
+          agents.push_back(Ledger("T" + std::to_string(t) + "L" + std::to_string(i))
+                               .to_dist({.port = launcher.port(), .launch_server = false}));
+        }
+        got[t] = run(
+            programs[t], [&](int a, std::vector<Msg> in) { return agents[a](std::move(in)); },
+            [&](int a, const Msg& m) { agents[a].observe(m); });
+        wait_all(got[t]);
+      } catch (...) {
+        errors[t] = std::current_exception();
       }
-      got[t] = run(
-          programs[t], [&](int a, std::vector<Msg> in) { return agents[a](std::move(in)); },
-          [&](int a, const Msg& m) { agents[a].observe(m); });
-      wait_all(got[t]);
     });
   }
   for (auto& thread : threads) thread.join();
   for (int t = 0; t < kThreads; ++t) {
     SCOPED_TRACE("thread " + std::to_string(t));
+    if (errors[t]) {
+      try {
+        std::rethrow_exception(errors[t]);
+      } catch (const std::exception& e) {
+        FAIL() << e.what();
+      }
+    }
     expect_same(sequential_reference(programs[t], std::nullopt, "T" + std::to_string(t) + "L"),
                 got[t]);
   }

@@ -134,7 +134,7 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
   // expire() looks at the due ones only, however many calls are in flight. An answered call's
   // entry stays until it comes due (and finds nothing), a compaction drops it, or the last
   // timed call in flight leaves: a timed call costs a heap push, no allocation once the vector
-  // has grown.
+  // has grown (until the link, with no timed call left, gives back a buffer past 4096 entries).
   std::vector<std::pair<Deadline, std::uint64_t>> deadlines_;
   std::size_t timed_ = 0;  // pending calls that have a deadline
 
