@@ -188,6 +188,27 @@ void calls_in_flight(benchmark::State& state, const troupe::DistOptions& options
 void BM_CallsInFlight(benchmark::State& state) { calls_in_flight(state, {.lazy_launch = false}); }
 BENCHMARK(BM_CallsInFlight)->Arg(64)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
+// Calls in flight as a sliding window: each new call waits only for the oldest of the
+// `in_flight` calls before it, so the window never drains. BM_CallsInFlight waits for a whole
+// round before the next, and each of its rounds starts with the server waiting for the first
+// calls and ends with the program waiting for the last replies.
+void BM_CallsInFlightWindow(benchmark::State& state) {
+  const auto in_flight = static_cast<std::size_t>(state.range(0));
+  auto a = Echo("A").to_dist({.lazy_launch = false});
+  const troupe::Msg x("user", kContent, "user");
+  std::vector<troupe::Msg> window;
+  for (std::size_t i = 0; i < in_flight; ++i) window.push_back(a(x));
+  std::size_t oldest = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(window[oldest].content().size());
+    window[oldest] = a(x);
+    oldest = oldest + 1 == in_flight ? 0 : oldest + 1;
+  }
+  troupe::wait_all(window);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_CallsInFlightWindow)->Arg(1024)->UseRealTime()->MinTime(1.0);
+
 // The same with a per-agent timeout: every call has a deadline, which the link keeps for its
 // sweep (a heap of deadlines; an answered call's entry is shed later, in batches).
 void BM_TimedCallsInFlight(benchmark::State& state) {

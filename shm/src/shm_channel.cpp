@@ -14,7 +14,7 @@ namespace {
 
 constexpr std::size_t kFragmentHeaderBytes = sizeof(std::uint64_t);
 
-// A counter with one writer at a time (the send mutex or the receive lease serialises them):
+// A counter with one writer at a time (the send lock or the receive lease serialises them):
 // a plain load and store, not a locked add, which on the hot path cost a third of send().
 void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -168,7 +168,7 @@ std::error_code ShmChannel::send(FrameBytes frame, SendLimit limit, bool flush) 
   if (control_->side_closed[peer_of(side_)].load(std::memory_order_acquire) != 0) {
     return Errc::kClosed;
   }
-  std::lock_guard lock(send_mutex_);
+  std::lock_guard lock(send_lock_);
   if (abort_pending_) {
     if (auto ec = write_record(RecordType::kFragmentAbort, {}, {}, limit)) return ec;
     abort_pending_ = false;
@@ -206,7 +206,7 @@ std::error_code ShmChannel::send(FrameBytes frame, SendLimit limit, bool flush) 
 }
 
 std::error_code ShmChannel::flush() {
-  std::lock_guard lock(send_mutex_);
+  std::lock_guard lock(send_lock_);
   producer_.publish();
   return closed_.load(std::memory_order_relaxed) ? make_error_code(Errc::kClosed)
                                                  : std::error_code{};

@@ -18,4 +18,19 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
 /// Wakes up to `count` waiters on `word`; returns how many were woken.
 int futex_wake(std::atomic<std::uint32_t>& word, int count = 1) noexcept;
 
+// The asymmetric barrier of the sleeper handshakes (spsc_ring.hpp, send_lock.hpp): the side
+// that is about to sleep pays for a barrier so that the hot side's release needs no locked
+// instruction.
+/// Registers this process for membarrier(GLOBAL_EXPEDITED) once; true when it may take the
+/// asymmetric fast path.
+bool asymmetric_barrier_available() noexcept;
+/// The sleeper's side of a handshake: a full fence on every running registered thread.
+void heavy_barrier() noexcept;
+/// How many heavy_barrier_since() calls of this thread made a barrier.
+std::uint64_t heavy_barriers_made() noexcept;
+/// A heavy barrier, unless this thread made one (through this function) since
+/// heavy_barriers_made() returned `made`: a sleeper that flagged several rings before it
+/// needs one barrier for them all.
+void heavy_barrier_since(std::uint64_t made) noexcept;
+
 }  // namespace troupe::shm

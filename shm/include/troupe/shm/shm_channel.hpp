@@ -3,9 +3,10 @@
 //
 // Serialization points (the rings are single-producer single-consumer; a process's threads
 // take turns at each end):
-//  - Send end: a mutex. A contended sender sleeps in the kernel instead of spinning, since this
-//    VM preempts lock holders. The holder writes whole frames (all fragments), so frames of
-//    different threads never interleave.
+//  - Send end: a SendLock (send_lock.hpp), a mutex released by a plain store, so that the
+//    frame just written drains into the ring while the sender goes on. A contended sender spins
+//    briefly, then sleeps in the kernel, since this VM preempts lock holders. The holder writes
+//    whole frames (all fragments), so frames of different threads never interleave.
 //  - Receive end: a lease taken only by try-lock (an atomic flag, never waited on in the kernel
 //    and not re-entrant). poll() holds it while delivering and waiting, and returns 0 at once
 //    when another thread holds it (that thread is delivering); a sender that must wait for space
@@ -37,6 +38,7 @@
 #include "troupe/core/wire.hpp"
 #include "troupe/shm/channel_layout.hpp"
 #include "troupe/shm/segment.hpp"
+#include "troupe/shm/send_lock.hpp"
 #include "troupe/shm/spsc_ring.hpp"
 #include "troupe/shm/wait_strategy.hpp"
 
@@ -110,8 +112,8 @@ class ShmChannel final : public Channel {
   std::size_t max_message_bytes_;
   std::atomic<bool> closed_{false};
 
-  // Send end. Guarded by send_mutex_.
-  std::mutex send_mutex_;
+  // Send end. Guarded by send_lock_ (its release is a plain store: see send_lock.hpp).
+  SendLock send_lock_;
   SpscRingProducer producer_;
   AdaptiveWaiter send_waiter_;
   bool abort_pending_ = false;  ///< a fragmented frame was cut short: tell the receiver first

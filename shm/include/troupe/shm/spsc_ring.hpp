@@ -6,7 +6,7 @@
 //
 // Roles: one SpscRingProducer and one SpscRingConsumer per ring, usually in two processes. Only
 // one thread at a time may call a given producer's (or consumer's) methods; the owner of the
-// object serialises (ShmChannel does it with its send mutex and receive lease).
+// object serialises (ShmChannel does it with its send lock and receive lease).
 //
 // Invariants, on the producer's tail (the end of what it published) and the consumer's head:
 // head <= tail <= head + capacity - 8; [head, tail) holds whole records, and the word at tail
@@ -63,18 +63,6 @@
 #include "troupe/shm/ring_layout.hpp"
 
 namespace troupe::shm {
-
-/// Registers this process for membarrier(GLOBAL_EXPEDITED) once; true when it may take the
-/// asymmetric fast path (see the handshake above).
-bool asymmetric_barrier_available() noexcept;
-/// The sleeper's side of the handshake: a full fence on every running registered thread.
-void heavy_barrier() noexcept;
-/// How many heavy_barrier_since() calls of this thread made a barrier.
-std::uint64_t heavy_barriers_made() noexcept;
-/// A heavy barrier, unless this thread made one (through this function) since
-/// heavy_barriers_made() returned `made`: a sleeper that flagged several rings before it
-/// needs one barrier for them all.
-void heavy_barrier_since(std::uint64_t made) noexcept;
 
 /// Initialises a ring's control block. Precondition: the data area is zeroed (a new segment
 /// is; see the invariants above).
