@@ -38,14 +38,21 @@ struct ServedAgent {
   /// that owns the mailbox (see `running`), or before the server serves.
   Kwargs kwargs;
   std::string build_error;
+  /// How many calls its worker takes from the mailbox at once (1 to kTakeAtOnce): doubled
+  /// after a take that ran quickly, back to 1 after a slow one. Touched only by the worker
+  /// that owns the mailbox.
+  std::size_t take_limit = 1;
+  /// Calls taken out of the mailbox that have not started, and calls run: written only by the
+  /// worker that owns the mailbox (plain relaxed stores, not read-modify-writes), read by
+  /// info().
+  std::atomic<std::size_t> in_hand{0};
+  std::atomic<std::uint64_t> calls{0};
 
   std::mutex mutex;  // guards the members below
   std::deque<ServedCall> mailbox;
-  std::size_t in_hand = 0;  ///< calls its worker took out of the mailbox and has not all run
-  bool running = false;     ///< a worker owns the mailbox (one call at a time per agent)
-  int bindings = 0;         ///< client handles bound to this agent
+  bool running = false;  ///< a worker owns the mailbox (one call at a time per agent)
+  int bindings = 0;      ///< client handles bound to this agent
   bool deleted = false;
-  std::uint64_t calls = 0;
 
   std::string describe() const { return "agent '" + name + "' (class " + class_name + ")"; }
 };
@@ -80,6 +87,9 @@ using namespace std::chrono_literals;
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;        // calls an agent runs before yielding its worker to others
 constexpr std::size_t kTakeAtOnce = 8;  // calls a worker takes from a mailbox under one lock
+/// A take of several calls that ran longer than this was slow: the next takes one call (so a
+/// slow agent's finished calls leave their client's budget one by one, as they finish).
+constexpr auto kQuickTake = std::chrono::microseconds(50);
 /// How long an idle receiver keeps looking at its clients' rings (spinning, yielding) before
 /// it sleeps on their doorbells.
 constexpr auto kBusyReceive = std::chrono::microseconds(250);
@@ -678,39 +688,46 @@ void AgentServer::run_agent(const AgentPtr& served) {
       }
     }
   } done{*this, counted};
-  // The mailbox's calls are taken a few at a time (kTakeAtOnce), under one lock, and what
-  // each call leaves (its budget, its client reference) is settled after the few: between one
-  // reply's send and the next reply, no locked instruction. Such an instruction waits for the
-  // reply's stores into the ring, whose lines the client's core holds: with 1024 calls in
-  // flight that wait cost 60-280 ns a call; without it the stores drain while the next reply
-  // is made (with the send lock's plain-store release, send_lock.hpp). Each reply is still sent
-  // as soon as it is made.
+  // The mailbox's calls are taken a few at a time (up to kTakeAtOnce, while they run quickly),
+  // under one lock, and what each call leaves (its budget, its client reference) is settled
+  // after the few: between one reply's send and the next reply, no locked instruction. Such an
+  // instruction waits for the reply's stores into the ring, whose lines the client's core
+  // holds: with 1024 calls in flight that wait cost 60-280 ns a call; without it the stores
+  // drain while the next reply is made (with the send lock's plain-store release,
+  // send_lock.hpp). Each reply is still sent as soon as it is made. A quick take holds its
+  // finished calls' budgets for at most kQuickTake, or for one slow call after quick ones.
   std::array<ServedCall, kTakeAtOnce> taken;
-  std::uint64_t ran_calls = 0;  // Calls and Observes of the last take, counted under the lock
   for (int turn = 0;;) {
     std::size_t n = 0;
+    bool backlog = false;  // more than one call waited: worth timing, to adapt take_limit
     {
       std::lock_guard lock(served->mutex);
-      served->calls += ran_calls;
       if (served->mailbox.empty()) {
         served->running = false;
-        served->in_hand = 0;
         return;
       }
-      if (turn >= kMailboxTurn) {  // let other agents run; requeue below
-        served->in_hand = 0;
-        break;
-      }
-      n = std::min(served->mailbox.size(), taken.size());
+      if (turn >= kMailboxTurn) break;  // let other agents run; requeue below
+      backlog = served->mailbox.size() > 1;
+      n = std::min(served->mailbox.size(), served->take_limit);
       for (std::size_t i = 0; i < n; ++i) {
         taken[i] = std::move(served->mailbox.front());
         served->mailbox.pop_front();
       }
-      served->in_hand = n;
+      served->in_hand.store(n, std::memory_order_relaxed);
     }
     turn += static_cast<int>(n);
-    ran_calls = 0;
-    for (std::size_t i = 0; i < n; ++i) ran_calls += run_call(served, taken[i]) ? 1 : 0;
+    const auto started = backlog ? Clock::now() : Clock::time_point{};
+    for (std::size_t i = 0; i < n; ++i) {
+      served->in_hand.store(n - i - 1, std::memory_order_relaxed);
+      if (run_call(served, taken[i])) {
+        served->calls.store(served->calls.load(std::memory_order_relaxed) + 1,
+                            std::memory_order_relaxed);
+      }
+    }
+    if (backlog) {
+      served->take_limit =
+          Clock::now() - started < kQuickTake ? std::min(2 * n, kTakeAtOnce) : std::size_t{1};
+    }
     // The calls leave their clients' budgets, a run of one client's calls at once.
     for (std::size_t i = 0; i < n;) {
       ServedClient& client = *taken[i].client;
@@ -721,6 +738,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
       }
       dequeued(client, cost);
     }
+    for (std::size_t i = 0; i < n; ++i) taken[i] = ServedCall{};  // client references go now
   }
   make_runnable(served);
 }
@@ -892,8 +910,9 @@ ServerInfo AgentServer::info() const {
   std::lock_guard lock(agents_mutex_);
   for (const auto& [name, agent] : agents_) {
     std::lock_guard agent_lock(agent->mutex);
-    info.agents.push_back(
-        {name, agent->class_name, agent->mailbox.size() + agent->in_hand, agent->calls});
+    info.agents.push_back({name, agent->class_name,
+                           agent->mailbox.size() + agent->in_hand.load(std::memory_order_relaxed),
+                           agent->calls.load(std::memory_order_relaxed)});
   }
   return info;
 }

@@ -23,7 +23,9 @@
 // store an xchg), W2 is not needed, and the lock is an ordinary futex mutex.
 //
 // Invariants: word is 1 while held, 0 while free; waiters counts the threads between W1 and
-// their acquisition. Not recursive; the thread that locked unlocks.
+// their acquisition. Not recursive; the thread that locked unlocks. unlock() reads waiters
+// after the release: the lock must outlive every unlock() in progress (a channel outlives its
+// senders).
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -78,8 +80,10 @@ class SendLock {
     waiters_.fetch_add(1, std::memory_order_seq_cst);  // W1
     if (asymmetric_) heavy_barrier();                  // W2
     while (!try_lock()) {                              // W3
-      // W4. Bounded, so that a wake-up lost to a bug costs a millisecond, not the program.
-      futex_wait(word_, 1, std::chrono::milliseconds(1));
+      // W4. Bounded, so that a wake-up lost to a bug (or to a failed membarrier) costs a few
+      // milliseconds, not the program; long enough that a waiter behind a holder that waits
+      // for ring space does not spin in and out of the kernel.
+      futex_wait(word_, 1, std::chrono::milliseconds(5));
     }
     waiters_.fetch_sub(1, std::memory_order_relaxed);
   }
