@@ -87,8 +87,8 @@ using namespace std::chrono_literals;
 constexpr std::size_t kReceiveBatch = 64;
 constexpr int kMailboxTurn = 64;        // calls an agent runs before yielding its worker to others
 constexpr std::size_t kTakeAtOnce = 8;  // calls a worker takes from a mailbox under one lock
-/// A take of several calls that ran longer than this was slow: the next takes one call (so a
-/// slow agent's finished calls leave their client's budget one by one, as they finish).
+/// A take of calls that ran longer than this was slow: the next takes one call (a slow agent's
+/// calls then leave their client's budget one by one, as they finish).
 constexpr auto kQuickTake = std::chrono::microseconds(50);
 /// How long an idle receiver keeps looking at its clients' rings (spinning, yielding) before
 /// it sleeps on their doorbells.
@@ -694,8 +694,9 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // instruction waits for the reply's stores into the ring, whose lines the client's core
   // holds: with 1024 calls in flight that wait cost 60-280 ns a call; without it the stores
   // drain while the next reply is made (with the send lock's plain-store release,
-  // send_lock.hpp). Each reply is still sent as soon as it is made. A quick take holds its
-  // finished calls' budgets for at most kQuickTake, or for one slow call after quick ones.
+  // send_lock.hpp). Each reply is still sent as soon as it is made. Within a take, a finished
+  // call's budget is held while the take runs on only if its client is under half its budget;
+  // a take that ran slowly makes the next take one call.
   std::array<ServedCall, kTakeAtOnce> taken;
   for (int turn = 0;;) {
     std::size_t n = 0;
@@ -716,8 +717,34 @@ void AgentServer::run_agent(const AgentPtr& served) {
       served->in_hand.store(n, std::memory_order_relaxed);
     }
     turn += static_cast<int>(n);
+    // Settles taken[settled, upto): the calls leave their clients' budgets (a run of one
+    // client's calls at once), give back their input vectors and drop their client references.
+    std::size_t settled = 0;
+    auto settle = [&](std::size_t upto) {
+      for (std::size_t i = settled; i < upto;) {
+        ServedClient& client = *taken[i].client;
+        std::size_t cost = 0;
+        for (; i < upto && taken[i].client.get() == &client; ++i) {
+          cost += taken[i].cost;
+          SpareInputs::give(std::move(taken[i].inputs));
+        }
+        dequeued(client, cost);
+      }
+      for (std::size_t i = settled; i < upto; ++i) taken[i] = ServedCall{};
+      settled = upto;
+    };
     const auto started = backlog ? Clock::now() : Clock::time_point{};
     for (std::size_t i = 0; i < n; ++i) {
+      // Finished calls keep their budgets through the next call only while their clients are
+      // far from the limit (plain loads): a client near it must not wait for its budget behind
+      // a call that may be slow, or block for good.
+      for (std::size_t k = settled; k < i; ++k) {
+        if (taken[k].client->queued_bytes.load(std::memory_order_relaxed) >=
+            options_.max_queued_bytes_per_client / 2) {
+          settle(i);
+          break;
+        }
+      }
       served->in_hand.store(n - i - 1, std::memory_order_relaxed);
       if (run_call(served, taken[i])) {
         served->calls.store(served->calls.load(std::memory_order_relaxed) + 1,
@@ -728,17 +755,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
       served->take_limit =
           Clock::now() - started < kQuickTake ? std::min(2 * n, kTakeAtOnce) : std::size_t{1};
     }
-    // The calls leave their clients' budgets, a run of one client's calls at once.
-    for (std::size_t i = 0; i < n;) {
-      ServedClient& client = *taken[i].client;
-      std::size_t cost = 0;
-      for (; i < n && taken[i].client.get() == &client; ++i) {
-        cost += taken[i].cost;
-        SpareInputs::give(std::move(taken[i].inputs));
-      }
-      dequeued(client, cost);
-    }
-    for (std::size_t i = 0; i < n; ++i) taken[i] = ServedCall{};  // client references go now
+    settle(n);
   }
   make_runnable(served);
 }
