@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/shm/futex.hpp"
 
 namespace troupe::shm {
@@ -74,7 +75,7 @@ class SendLock {
     // A holder usually lets go within a send (~100 ns): look again for a few microseconds
     // before paying for the barrier and a sleep.
     for (int i = 0; i < kSpins; ++i) {
-      pause();
+      cpu_relax();
       if (word_.load(std::memory_order_relaxed) == 0 && try_lock()) return;
     }
     waiters_.fetch_add(1, std::memory_order_seq_cst);  // W1
@@ -86,12 +87,6 @@ class SendLock {
       futex_wait(word_, 1, std::chrono::milliseconds(5));
     }
     waiters_.fetch_sub(1, std::memory_order_relaxed);
-  }
-
-  static void pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
   }
 
   static constexpr int kSpins = 200;
