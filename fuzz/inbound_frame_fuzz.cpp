@@ -1,6 +1,8 @@
 // libFuzzer target: any bytes as an inbound frame. verify_frame() refuses what is not a valid
 // Envelope with an error value; whatever it accepts reads whole, every message decoded, without
 // a crash or an out-of-bounds read (built with AddressSanitizer and UBSan: the fuzz preset).
+// And the envelope verifier that verify_frame() uses answers as FlatBuffers' generated
+// verifier does, on every input.
 //
 //   cmake --preset fuzz && cmake --build --preset fuzz
 //   build/fuzz/fuzz/inbound_frame_fuzz -max_total_time=60
@@ -8,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "troupe/core/detail/envelope_verifier.hpp"
 #include "troupe/core/wire.hpp"
 
 namespace {
@@ -48,6 +51,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const troupe::FrameView frame(reinterpret_cast<const std::byte*>(words.data()), bytes.size());
   std::error_code ec;
   const troupe::wire::Envelope* envelope = troupe::verify_frame(frame, ec);
+  // The envelope verifier gives flatbuffers::Verifier's answer on every input.
+  const auto* raw = reinterpret_cast<const std::uint8_t*>(words.data());
+  const troupe::VerifyLimits limits;
+  flatbuffers::Verifier reference(raw, bytes.size(), limits.max_depth, limits.max_tables);
+  if (troupe::detail::envelope_verifies(raw, bytes.size(), limits.max_depth, limits.max_tables) !=
+      reference.VerifyBuffer<troupe::wire::Envelope>(troupe::wire::EnvelopeIdentifier())) {
+    __builtin_trap();
+  }
   if (envelope == nullptr) return 0;
   (void)envelope->kind();
   (void)envelope->call_id();
