@@ -63,7 +63,7 @@ const wire::Envelope* verify_frame(FrameView frame, std::error_code& ec,
                                    const VerifyLimits& limits) noexcept {
   // Check the length before the verifier looks inside: FlatBuffers offsets are 32-bit and the
   // verifier refuses buffers of 2 GiB or more only by assertion.
-  if (frame.size() > limits.max_bytes) {
+  if (frame.size() > limits.max_bytes || frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
     ec = Errc::kMessageTooLarge;
     return nullptr;
   }
