@@ -15,7 +15,8 @@ namespace {
 // differential tests pass) and these lines are updated.
 static_assert(std::string_view(TROUPE_SCHEMA_SHA256) ==
                   "dfda65970e2d09e5889b734a7542a1d75f0052b094b843e0ea7241a93cbf06dd",
-              "schemas/troupe.fbs changed: update the envelope verifier's walk for it");
+              "schemas/troupe.fbs changed (any byte, comments too): check the envelope "
+              "verifier's walk against it, then update this hash");
 static_assert(FLATBUFFERS_VERSION_MAJOR == 2 && FLATBUFFERS_VERSION_MINOR == 0 &&
                   FLATBUFFERS_VERSION_REVISION == 8,
               "another FlatBuffers: compare the envelope verifier with its Verifier's rules");

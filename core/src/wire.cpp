@@ -61,8 +61,8 @@ Msg from_wire(const wire::Msg& m) {
 
 const wire::Envelope* verify_frame(FrameView frame, std::error_code& ec,
                                    const VerifyLimits& limits) noexcept {
-  // Check the length before the verifier looks inside: FlatBuffers offsets are 32-bit and the
-  // verifier refuses buffers of 2 GiB or more only by assertion.
+  // Check the length before the verifier looks inside: FlatBuffers offsets are 32-bit, and its
+  // rules (which the envelope verifier applies) hold only for buffers under 2 GiB - 1 byte.
   if (frame.size() > limits.max_bytes || frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
     ec = Errc::kMessageTooLarge;
     return nullptr;

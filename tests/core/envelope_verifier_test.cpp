@@ -222,8 +222,12 @@ TEST(EnvelopeVerifierTest, AgreesOnHandMadeBuffers) {
       {"the error's slot aligned", error_only(24, 4), true},
       {"the error's slot at an odd place", error_only(24, 5), false},
       {"the error's slot 2 bytes off", error_only(24, 6), false},
-      {"the vtable at an odd place", error_only(24, 4).u32(24, 15), false},
-      {"the table misaligned", error_only(26, 4).u32(0, 26), false},
+      // A copy of the vtable at 49, where the table's soffset points: valid but for its place.
+      {"the vtable at an odd place",
+       error_only(24, 4).u16(49, 14).u16(51, 12).u16(61, 4).u32(24,
+                                                                static_cast<std::uint32_t>(-25)),
+       false},
+      {"the table misaligned", error_only(26, 6), false},
       {"no NUL after the string", error_only(24, 4).text(45, "y"), false},
       {"the string's length past the end", error_only(24, 4).u32(40, 20), false},
       {"an odd vtable size", error_only(24, 4).u16(8, 13), false},
@@ -247,7 +251,7 @@ TEST(EnvelopeVerifierTest, AgreesOnHandMadeBuffers) {
 TEST(EnvelopeVerifierTest, AgreesUnderEveryDepthAndTableLimit) {
   for (const AlignedFrame& frame : valid_frames()) {
     for (std::uint32_t depth = 0; depth <= 3; ++depth) {
-      for (std::uint32_t tables = 0; tables <= 6; ++tables) {
+      for (std::uint32_t tables = 0; tables <= 8; ++tables) {
         ASSERT_TRUE(agree(frame, frame.size, depth, tables));
       }
     }
