@@ -174,6 +174,7 @@ AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
   if (options_.workers == 0) {
     options_.workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   }
+  lazy_handovers_ = std::thread::hardware_concurrency() <= 2;
 }
 
 AgentServer::~AgentServer() {
@@ -311,7 +312,58 @@ void AgentServer::stop() noexcept {
 }
 
 void AgentServer::worker_loop() {
+  bool napped = false;                // this worker's last turn was a nap
+  std::uint64_t progress_at_nap = 0;  // progress_ when that nap began
   while (!stopping_.load(std::memory_order_acquire)) {
+    // Lazy hand-overs: back from a nap, a worker joins the work only if no take of calls ended
+    // while it napped (the worker at work is held by a slow or blocked reply()); else it naps
+    // again and leaves the core to that worker. Nothing waits on it: every worker that queues
+    // an agent or takes the receiver's role comes back to the queue itself.
+    const bool join =
+        !lazy_handovers_ || !napped || progress_.load(std::memory_order_relaxed) == progress_at_nap;
+    if (join) {
+      const bool joined_from_nap = napped;
+      napped = false;
+      if (work_or_receive(joined_from_nap)) continue;
+    }
+    // A follower: nap until work is handed over, or a millisecond passes (then look for a
+    // vacant receiver's role: the receiver may be running a long reply()).
+    // The signal's snapshot comes before the flag (the ring's handshake, spsc_ring.hpp).
+    // With lazy hand-overs a follower of a server with several agents also stays within a
+    // nap's reach while takes end (the server is at work between two agents' runs), and counts
+    // itself a deep sleeper otherwise: the wake at a busy period's start is for deep sleepers
+    // only, not one per agent. (A lone agent's runs keep lone_running_ set between its takes.)
+    const bool at_work = lazy_handovers_ && hosts_several_agents() &&
+                         progress_.load(std::memory_order_relaxed) != progress_at_nap;
+    progress_at_nap = progress_.load(std::memory_order_relaxed);
+    const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
+    sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
+    // SYNC POINT: seq_cst, the Dekker pair with run_agent()'s busy-period wake: either this
+    // sees running_ > 0 and naps briefly, or run_agent() sees this deep sleeper and wakes it.
+    deep_sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    const bool brief = running_.load(std::memory_order_seq_cst) > 0 ||
+                       lone_running_.load(std::memory_order_relaxed) || at_work;
+    if (brief) deep_sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    bool idle;
+    {
+      std::lock_guard lock(runnable_mutex_);
+      idle = runnable_.empty() || !join;
+    }
+    if (idle && !stopping_.load(std::memory_order_acquire)) {
+      // While an agent runs, the receiver's role may be vacant: look again soon. Otherwise
+      // sleep until woken (no CPU for an idle server).
+      detail::futex_wait_private(work_signal_, signal, brief ? kFollowerNap : kFollowerIdle);
+    }
+    if (!brief) deep_sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
+    // Awake (woken or not): the next hand-over may wake another follower.
+    follower_wake_pending_.store(false, std::memory_order_relaxed);
+    napped = true;
+  }
+}
+
+bool AgentServer::work_or_receive(bool joined_from_nap) {
+  {
     AgentPtr agent;
     // A look without the lock first: the count is stored under it, and a worker that misses
     // a push here is woken for it or finds it on its next turn.
@@ -327,10 +379,11 @@ void AgentServer::worker_loop() {
     }
     if (agent) {
       // More waiting than this worker takes: pass the word on (the hand-overs that found a
-      // wake-up already pending did not make one).
-      if (more) wake_follower();
+      // wake-up already pending did not make one). With lazy hand-overs, only a worker that
+      // joined from a nap does: the others are held, and the rest must not wait for a nap.
+      if (more) wake_follower(/*even_if_lazy=*/joined_from_nap);
       run_agent(agent);
-      continue;
+      return true;
     }
     bool vacant = false;
     // SYNC POINT: acquire/release on the receiver's role hands over the receiver-only state
@@ -351,34 +404,14 @@ void AgentServer::worker_loop() {
         if (hosts_several_agents()) wake_follower();
         run_agent(agent);
       }
-      continue;
+      return true;
     }
-    // A follower: nap until work is handed over, or a millisecond passes (then look for a
-    // vacant receiver's role: the receiver may be running a long reply()).
-    // The signal's snapshot comes before the flag (the ring's handshake, spsc_ring.hpp).
-    const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
-    sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
-    bool idle;
-    {
-      std::lock_guard lock(runnable_mutex_);
-      idle = runnable_.empty();
-    }
-    if (idle && !stopping_.load(std::memory_order_acquire)) {
-      // While an agent runs, the receiver's role may be vacant: look again soon. Otherwise
-      // sleep until woken (no CPU for an idle server).
-      detail::futex_wait_private(work_signal_, signal,
-                                 running_.load(std::memory_order_acquire) > 0 ||
-                                         lone_running_.load(std::memory_order_relaxed)
-                                     ? kFollowerNap
-                                     : kFollowerIdle);
-    }
-    sleeping_followers_.fetch_sub(1, std::memory_order_relaxed);
-    // Awake (woken or not): the next hand-over may wake another follower.
-    follower_wake_pending_.store(false, std::memory_order_relaxed);
   }
+  return false;
 }
 
-void AgentServer::wake_follower() noexcept {
+void AgentServer::wake_follower(bool even_if_lazy) noexcept {
+  if (lazy_handovers_ && !even_if_lazy) return;  // followers join from their naps (worker_loop())
   // One wake-up at a time for hand-overs: until the woken follower runs, further hand-overs
   // do not make the system call again; that follower wakes the next one if it finds more
   // agents queued than the one it takes (worker_loop). seq_cst pairs with the follower's
@@ -669,8 +702,9 @@ void AgentServer::run_agent(const AgentPtr& served) {
   // A server with one agent runs it on one worker at a time: plain stores of a flag tell the
   // followers, instead of two read-modify-writes of the shared count per call.
   const bool counted = hosts_several_agents() || !served->agent;  // a postman runs beside one
-  if (counted && running_.fetch_add(1, std::memory_order_acq_rel) == 0 &&
-      sleeping_followers_.load(std::memory_order_seq_cst) > 0) {
+  if (counted && running_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+      (lazy_handovers_ ? deep_sleepers_ : sleeping_followers_).load(std::memory_order_seq_cst) >
+          0) {
     // Not through wake_follower(): this wake is for receiving, not for a queued agent, and
     // must not be lost to a hand-over's pending one (once per busy period: cheap).
     work_signal_.fetch_add(1, std::memory_order_seq_cst);
@@ -755,6 +789,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
       served->take_limit =
           Clock::now() - started < kQuickTake ? std::min(2 * n, kTakeAtOnce) : std::size_t{1};
     }
+    progress_.store(progress_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     settle(n);
   }
   make_runnable(served);

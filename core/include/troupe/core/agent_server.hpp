@@ -97,8 +97,13 @@ class AgentServer {
   using ClientPtr = std::shared_ptr<detail::ServedClient>;
 
   void worker_loop();
-  /// Wakes one napping follower for work handed over, unless one is being woken already.
-  void wake_follower() noexcept;
+  // One turn of a worker that may work: runs a queued agent, or takes the vacant receiver's
+  // role and receives (running the first agent that made runnable). False if it did neither.
+  // `joined_from_nap`: the worker comes back from a nap (see lazy_handovers_).
+  bool work_or_receive(bool joined_from_nap);
+  /// Wakes one napping follower for work handed over, unless one is being woken already (and,
+  /// with lazy hand-overs, unless `even_if_lazy`).
+  void wake_follower(bool even_if_lazy = false) noexcept;
   /// Wakes the receiver if it sleeps on its clients' doorbells (receiver_signal_).
   void wake_receiver() noexcept;
   bool receive(bool may_block);
@@ -173,6 +178,14 @@ class AgentServer {
   std::atomic<std::uint32_t> receiver_signal_{0};
   std::atomic<int> running_{0};  // workers running an agent's mailbox (several agents hosted)
   std::atomic<bool> lone_running_{false};  // the same while it hosts one agent (see run_agent)
+  // Lazy hand-overs (worker_loop()): on a host of two cores or fewer, where a second busy
+  // worker only takes turns with the first on the core the program leaves, agents made
+  // runnable wake no follower; a follower joins when the working worker makes no progress for
+  // a nap (it is held by a slow or blocked reply()).
+  bool lazy_handovers_ = false;
+  // Takes of calls run so far (a change signal: plain stores, a lost increment is harmless).
+  std::atomic<std::uint64_t> progress_{0};
+  std::atomic<int> deep_sleepers_{0};  // followers in a long sleep (kFollowerIdle)
   std::atomic<std::uint64_t> malformed_{0};
 
   std::unique_ptr<Listener> listener_;
