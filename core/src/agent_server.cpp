@@ -174,7 +174,8 @@ AgentServer::AgentServer(AgentServerOptions options) : options_(options) {
   if (options_.workers == 0) {
     options_.workers = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   }
-  lazy_handovers_ = std::thread::hardware_concurrency() <= 2;
+  const unsigned cores = std::thread::hardware_concurrency();  // 0: unknown
+  lazy_handovers_ = cores != 0 && cores <= 2;
 }
 
 AgentServer::~AgentServer() {
@@ -317,8 +318,13 @@ void AgentServer::worker_loop() {
   while (!stopping_.load(std::memory_order_acquire)) {
     // Lazy hand-overs: back from a nap, a worker joins the work only if no take of calls ended
     // while it napped (the worker at work is held by a slow or blocked reply()); else it naps
-    // again and leaves the core to that worker. Nothing waits on it: every worker that queues
-    // an agent or takes the receiver's role comes back to the queue itself.
+    // again, briefly, and leaves the core to that worker. Invariant: while an agent is queued
+    // or the receiver's role is vacant, either a worker that is not held comes back to them
+    // (the one that queued the agent or left the role does), or a follower naps briefly
+    // (kFollowerNap) and joins when the workers are held, or a follower in a long sleep is
+    // woken (wake_follower() wakes deep sleepers, and run_agent() at a busy period's start).
+    // A server whose takes end more often than once a nap keeps its follower out: its other
+    // agents then wait for a mailbox's turn (kMailboxTurn calls), not for good.
     const bool join =
         !lazy_handovers_ || !napped || progress_.load(std::memory_order_relaxed) == progress_at_nap;
     if (join) {
@@ -333,8 +339,8 @@ void AgentServer::worker_loop() {
     // nap's reach while takes end (the server is at work between two agents' runs), and counts
     // itself a deep sleeper otherwise: the wake at a busy period's start is for deep sleepers
     // only, not one per agent. (A lone agent's runs keep lone_running_ set between its takes.)
-    const bool at_work = lazy_handovers_ && hosts_several_agents() &&
-                         progress_.load(std::memory_order_relaxed) != progress_at_nap;
+    const bool takes_ended = lazy_handovers_ && hosts_several_agents() &&
+                             progress_.load(std::memory_order_relaxed) != progress_at_nap;
     progress_at_nap = progress_.load(std::memory_order_relaxed);
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
     sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
@@ -342,7 +348,7 @@ void AgentServer::worker_loop() {
     // sees running_ > 0 and naps briefly, or run_agent() sees this deep sleeper and wakes it.
     deep_sleepers_.fetch_add(1, std::memory_order_seq_cst);
     const bool brief = running_.load(std::memory_order_seq_cst) > 0 ||
-                       lone_running_.load(std::memory_order_relaxed) || at_work;
+                       lone_running_.load(std::memory_order_relaxed) || takes_ended || !join;
     if (brief) deep_sleepers_.fetch_sub(1, std::memory_order_relaxed);
     bool idle;
     {
@@ -411,7 +417,12 @@ bool AgentServer::work_or_receive(bool joined_from_nap) {
 }
 
 void AgentServer::wake_follower(bool even_if_lazy) noexcept {
-  if (lazy_handovers_ && !even_if_lazy) return;  // followers join from their naps (worker_loop())
+  // Lazy hand-overs: a follower napping briefly joins by itself (worker_loop()); only one in
+  // a long sleep is woken. SYNC POINT: seq_cst, the Dekker pair with the follower's increment
+  // of deep_sleepers_ before its look at the queue.
+  if (lazy_handovers_ && !even_if_lazy && deep_sleepers_.load(std::memory_order_seq_cst) == 0) {
+    return;
+  }
   // One wake-up at a time for hand-overs: until the woken follower runs, further hand-overs
   // do not make the system call again; that follower wakes the next one if it finds more
   // agents queued than the one it takes (worker_loop). seq_cst pairs with the follower's
