@@ -111,6 +111,15 @@ double quantile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
 }
 
+/// Counters of per-round values split by the VM's state: the slow rounds' count, and the median
+/// of each state's values as slow_<what> and fast_<what> (-1 when no round fell in it).
+void count_by_state(benchmark::State& state, const std::vector<double>& slow,
+                    const std::vector<double>& fast, const std::string& what) {
+  state.counters["slow_rounds"] = static_cast<double>(slow.size());
+  state.counters["slow_" + what] = quantile(slow, 0.5);
+  state.counters["fast_" + what] = quantile(fast, 0.5);
+}
+
 /// The raw ring's round trip, measured in rounds between which its echo child sleeps on a pipe
 /// (so that a benchmark can alternate it with the runtime's calls, which then have the machine
 /// to themselves).
@@ -216,9 +225,7 @@ void BM_SequentialCallVsRawRing(benchmark::State& state) {
   state.counters["raw_ns"] = quantile(raw_ns, 0.5);
   state.counters["call_ns"] = quantile(call_ns, 0.5);
   state.counters["ratio"] = quantile(ratios, 0.5);
-  state.counters["slow_rounds"] = static_cast<double>(slow.size());
-  state.counters["slow_ratio"] = quantile(slow, 0.5);
-  state.counters["fast_ratio"] = quantile(fast, 0.5);
+  count_by_state(state, slow, fast, "ratio");
   state.SetLabel("medians of " + std::to_string(ratios.size()) + " alternating rounds");
 }
 BENCHMARK(BM_SequentialCallVsRawRing)->Iterations(15)->Unit(benchmark::kMillisecond);
@@ -299,9 +306,7 @@ void BM_CallsInFlightVsRawRing(benchmark::State& state) {
   state.counters["calls_per_s"] = quantile(rates, 0.5);
   state.counters["p10"] = quantile(rates, 0.1);
   state.counters["p90"] = quantile(rates, 0.9);
-  state.counters["slow_rounds"] = static_cast<double>(slow.size());
-  state.counters["slow_median"] = quantile(slow, 0.5);
-  state.counters["fast_median"] = quantile(fast, 0.5);
+  count_by_state(state, slow, fast, "median");
   state.SetLabel("over " + std::to_string(rates.size()) + " alternating rounds");
 }
 BENCHMARK(BM_CallsInFlightVsRawRing)->Iterations(31)->Unit(benchmark::kMillisecond);
