@@ -350,10 +350,10 @@ void AgentServer::worker_loop() {
     const bool brief = running_.load(std::memory_order_seq_cst) > 0 ||
                        lone_running_.load(std::memory_order_relaxed) || takes_ended || !join;
     if (brief) deep_sleepers_.fetch_sub(1, std::memory_order_relaxed);
-    bool idle;
-    {
+    bool idle = !join;  // one that declined naps whatever is queued
+    if (!idle) {
       std::lock_guard lock(runnable_mutex_);
-      idle = runnable_.empty() || !join;
+      idle = runnable_.empty();
     }
     if (idle && !stopping_.load(std::memory_order_acquire)) {
       // While an agent runs, the receiver's role may be vacant: look again soon. Otherwise
