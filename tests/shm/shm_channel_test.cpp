@@ -136,6 +136,9 @@ TEST(ShmChannelTest, CrossProcessStressRandomSizes) {
     ASSERT_FALSE(client->send(make_message(i, size, rng), Clock::now() + 30s));
   }
   reader.join();
+  // Nothing after the last echo: no duplicate trails the stream.
+  std::error_code ec;
+  EXPECT_EQ(client->poll([](FrameBytes) {}, 1, Clock::now() + 50ms, ec), 0u);
   client->close();
   EXPECT_EQ(describe_exit(child.wait()), "exited with status 0");
   EXPECT_GT(fragmented, 100u);
