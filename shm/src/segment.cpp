@@ -227,6 +227,7 @@ std::uint64_t process_start_ticks(pid_t pid) {
   std::istringstream fields(line.substr(paren + 1));
   std::string field;
   for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i == 3 && (field == "Z" || field == "X")) return 0;  // state: zombie, or dead
     if (i == 22) return std::stoull(field);
   }
   return 0;

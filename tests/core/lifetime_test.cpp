@@ -162,5 +162,31 @@ TEST(LifetimeTest, ProgramGetsSigtermWhileBusy) {
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << "status " << status;
 }
 
+// A run whose every process is killed at once leaves its segments behind (nobody is left to
+// remove them); the next Troupe program on the host removes them as it starts.
+TEST(LifetimeTest, TheNextRunRemovesTheSegmentsOfARunKilledWhole) {
+  ProgramRun dead = start("busy");
+  std::set<pid_t> pids = dead.started;
+  pids.insert(dead.pid);
+  // Stopped first, so that none of them sees another die and cleans up.
+  for (pid_t p : pids) ASSERT_EQ(::kill(p, SIGSTOP), 0);
+  for (pid_t p : pids) ASSERT_EQ(::kill(p, SIGKILL), 0);
+  (void)dead.program.wait();
+  for (pid_t p : dead.started) {
+    for (int i = 0; i < 500 && alive(p); ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_FALSE(alive(p)) << p;
+  }
+  const auto left_by_dead_run = [&] {
+    std::size_t n = 0;
+    for (const auto& s : shm::list_segments()) n += pids.count(s.creator_pid);
+    return n;
+  };
+  ASSERT_GT(left_by_dead_run(), 0u) << "the killed run left nothing to clean: the test is void";
+
+  ProgramRun next = start("return");
+  expect_clean(next);
+  EXPECT_EQ(left_by_dead_run(), 0u);
+}
+
 }  // namespace
 }  // namespace troupe

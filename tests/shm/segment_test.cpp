@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/error.hpp"
@@ -130,6 +133,15 @@ TEST(SegmentTest, AttachRefusesForeignSegment) {
   ::shm_unlink(("/" + name).c_str());
 }
 
+// The state letter of a process (/proc/<pid>/stat field 3), or 0 if there is none.
+char process_state(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : 0;
+}
+
 TEST(SegmentTest, ProcessStartTicks) {
   EXPECT_GT(process_start_ticks(::getpid()), 0u);
   EXPECT_EQ(process_start_ticks(0x3fffffff), 0u);
@@ -166,6 +178,15 @@ TEST(SegmentTest, StaleSegmentsOfDeadRunsAreFoundAndRemoved) {
   EXPECT_EQ(find(stale_name)->creator_pid, child.pid());
 
   child.kill(SIGKILL);
+  // Killed and not reaped yet, a zombie: its creator is dead all the same (a killed run's
+  // orphans stay zombies until pid 1 reaps them, which in some containers is never).
+  for (int i = 0; i < 500 && process_state(child.pid()) != 'Z'; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(process_state(child.pid()), 'Z');
+  EXPECT_EQ(process_start_ticks(child.pid()), 0u);
+  ASSERT_TRUE(find(stale_name));
+  EXPECT_FALSE(find(stale_name)->creator_alive);
   child.wait();
   ASSERT_TRUE(find(stale_name));
   EXPECT_FALSE(find(stale_name)->creator_alive);
