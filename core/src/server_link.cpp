@@ -172,8 +172,18 @@ ServerLink::Pending ServerLink::take_pending(std::uint64_t call_id) {
 std::size_t ServerLink::pump(Deadline deadline) {
   if (dead()) return 0;
   std::error_code ec;
-  const std::size_t n =
-      channel_->poll([this](FrameBytes frame) { on_frame(frame); }, kPumpBatch, deadline, ec);
+  std::error_code malformed;
+  const std::size_t n = channel_->poll(
+      [this, &malformed](FrameBytes frame) {
+        if (!malformed) (void)on_frame(frame, malformed);  // after a bad frame, nothing more
+      },
+      kPumpBatch, deadline, ec);
+  if (malformed) {
+    // The frames of a server that sent one it should not have can no longer be trusted to
+    // answer the calls it owes: they fail now, clearly, rather than wait for good.
+    mark_dead("its server sent a frame that fails verification (" + malformed.message() + ")");
+    return n;
+  }
   if (!ec) return n;  // the common case, without three error-code comparisons
   if (ec == Errc::kPeerDead || ec == Errc::kClosed || ec == Errc::kMalformedFrame) {
     if (!launched_ || ec == Errc::kMalformedFrame) {
@@ -200,30 +210,29 @@ bool ServerLink::gone_for_long(Clock::time_point now) const noexcept {
   return since.time_since_epoch().count() != 0 && now - since > kExitStatusGrace;
 }
 
-void ServerLink::on_frame(FrameBytes frame) {
-  std::error_code ec;
+bool ServerLink::on_frame(FrameBytes frame, std::error_code& ec) {
   const wire::Envelope* env = verify_frame(frame, ec);
   if (env == nullptr) {
-    std::fprintf(stderr, "troupe: dropped a frame from %s: %s\n", where_.c_str(),
+    std::fprintf(stderr, "troupe: a frame from %s fails verification: %s\n", where_.c_str(),
                  ec.message().c_str());
-    return;
+    return false;
   }
   const wire::Kind kind = env->kind();
   if (kind == wire::Kind::Hello) {
     on_hello(*env);
-    return;
+    return true;
   }
   if (kind == wire::Kind::Error && env->call_id() == 0) {  // the server could not start
     const std::string why = env->error() ? env->error()->str() : "unknown reason";
     fail_start(why, "its server failed to start: " + why);
-    return;
+    return true;
   }
   if (kind != wire::Kind::Result && kind != wire::Kind::Error && kind != wire::Kind::Refused &&
       kind != wire::Kind::Pong) {
-    return;
+    return true;
   }
   Pending call = take_pending(env->call_id());
-  if (!call.state) return;  // timed out earlier: the late reply is dropped
+  if (!call.state) return true;  // timed out earlier: the late reply is dropped
   if (kind == wire::Kind::Error) {
     call.state->fail(std::make_exception_ptr(
         RemoteError(env->error() ? env->error()->str() : *call.who + " failed")));
@@ -235,6 +244,7 @@ void ServerLink::on_frame(FrameBytes frame) {
   } else {
     call.state->resolve(Msg());
   }
+  return true;
 }
 
 void ServerLink::expire(Clock::time_point now) {

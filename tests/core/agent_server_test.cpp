@@ -167,6 +167,42 @@ TEST(ServerLinkTest, AServerOfAnotherProtocolIsRefused) {
   }
 }
 
+// A frame from the server that fails verification breaks the protocol: the link gives up, and
+// its pending and later calls fail with a clear error instead of waiting for good.
+TEST(ServerLinkTest, AFrameThatFailsVerificationFailsTheLinkClearly) {
+  shm::LocalTransport transport(shm::ShmChannelOptions{});
+  auto [client, token] = transport.make_child_channel();
+  const std::unique_ptr<Channel> server = transport.attach_child_channel(token);
+  detail::ServerLink link(std::move(client), 0, /*launched=*/false, "a test server");
+  FrameBuilder builder;
+  const nlohmann::json hello{{"pid", ::getpid()}, {"port", 0}, {"protocol", kProtocolVersion}};
+  const std::vector<Msg> msgs{Msg().set_metadata(hello.dump())};
+  ASSERT_FALSE(server->send(builder.build({.kind = wire::Kind::Hello, .messages = msgs}),
+                            Clock::now() + 5s));
+  link.wait_ready(Clock::now() + 5s);
+  const auto who = std::make_shared<const std::string>("agent 'X' (class Y)");
+  auto pending = std::make_shared<detail::ResultState>();
+  link.request(wire::Kind::Call, 1, {}, pending, who);
+
+  const std::vector<std::byte> garbage(64, std::byte{0xff});  // no Envelope
+  ASSERT_FALSE(server->send(garbage, Clock::now() + 5s));
+  for (int i = 0; i < 500 && !pending->settled(); ++i) link.pump(Clock::now() + 10ms);
+  ASSERT_TRUE(pending->settled()) << "the call waits for a reply that will never come";
+  try {
+    (void)pending->value();
+    FAIL() << "the call succeeded";
+  } catch (const AgentDied& e) {
+    EXPECT_NE(std::string(e.what()).find("agent 'X' (class Y): its server sent a frame that "
+                                         "fails verification"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(link.dead());
+  auto later = std::make_shared<detail::ResultState>();
+  link.request(wire::Kind::Call, 1, {}, later, who);
+  EXPECT_THROW((void)later->value(), AgentDied);
+}
+
 TEST_F(AgentServerTest, MalformedFramesAreDroppedAndCounted) {
   std::vector<std::uint64_t> garbage(16, 0xdeadbeefcafef00dULL);
   ASSERT_FALSE(client_->send(std::as_bytes(std::span(garbage)), Clock::now() + 5s));

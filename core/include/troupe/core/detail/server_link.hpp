@@ -90,7 +90,9 @@ class ServerLink : public std::enable_shared_from_this<ServerLink> {
     ResultPtr state;
     Who who;
   };
-  void on_frame(FrameBytes frame);
+  // Handles one frame from the server. False, with `ec` set, when the frame fails
+  // verification: the server broke the protocol, and pump() gives the link up.
+  bool on_frame(FrameBytes frame, std::error_code& ec);
   // Publishes pending_.size() (mutex_ held): a plain store, not a read-modify-write per call.
   // The count drops when a call leaves pending_, just before its state settles.
   void count_outstanding() noexcept {
