@@ -8,6 +8,10 @@
 //   build/release/bench/dist_agent_bench
 #include <benchmark/benchmark.h>
 #include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +39,17 @@ class Echo : public troupe::AgentBase {
   }
 };
 TROUPE_REGISTER_AGENT(Echo);
+
+// Sleeps kwargs["sleep_ms"] in every reply.
+class Napper : public troupe::AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  troupe::Msg reply(const troupe::Msg& x) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 0)));
+    return x;
+  }
+};
+TROUPE_REGISTER_AGENT(Napper);
 
 const std::string kContent(100, 'x');  // a 100-byte content, as the issue's figure says
 
@@ -402,6 +417,65 @@ void BM_StartUp(benchmark::State& state) {
   state.SetLabel(shared ? "100 agents on one child" : "100 agents, one child each");
 }
 BENCHMARK(BM_StartUp)->Arg(0)->Arg(1)->UseRealTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+
+// A dead child: an agent's server is killed with SIGKILL while five calls wait on it (one
+// running, a 10 s sleep); timed from the kill until every one has failed with AgentDied (issue
+// 3: within 100 ms). Arg 0 is the baseline in the same run: the kernel's own notice of a
+// killed child, a pidfd turning readable, which bounds how soon anyone can know. Counters: the
+// median and the slowest of the rounds, in ms.
+void BM_DeathNoticed(benchmark::State& state) {
+  const bool baseline = state.range(0) == 0;
+  std::vector<double> ms;
+  for (auto _ : state) {
+    std::chrono::steady_clock::time_point killed_at, noticed_at;
+    if (baseline) {
+      const pid_t child = ::fork();
+      if (child == 0) {
+        ::pause();
+        ::_exit(0);
+      }
+      const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+      killed_at = std::chrono::steady_clock::now();
+      ::kill(child, SIGKILL);
+      pollfd gone{pidfd, POLLIN, 0};
+      while (::poll(&gone, 1, -1) < 0) {
+      }
+      noticed_at = std::chrono::steady_clock::now();
+      ::close(pidfd);
+      ::waitpid(child, nullptr, 0);
+    } else {
+      auto victim = Napper("V", {{"sleep_ms", 10000}}).to_dist({.lazy_launch = false});
+      std::vector<troupe::Msg> pending;
+      for (int i = 0; i < 5; ++i) pending.push_back(victim(troupe::Msg("user", "x")));
+      std::this_thread::sleep_for(20ms);  // the first call is running in the server
+      killed_at = std::chrono::steady_clock::now();
+      ::kill(victim.server_pid(), SIGKILL);
+      for (const troupe::Msg& m : pending) {
+        const std::exception_ptr error = m.error();  // waits for the result
+        try {
+          if (error) std::rethrow_exception(error);
+          state.SkipWithError("a call on a killed server succeeded");
+        } catch (const troupe::AgentDied&) {
+        } catch (...) {
+          state.SkipWithError("a pending call did not fail with AgentDied");
+        }
+      }
+      noticed_at = std::chrono::steady_clock::now();
+    }
+    const std::chrono::duration<double> took = noticed_at - killed_at;
+    state.SetIterationTime(took.count());
+    ms.push_back(took.count() * 1e3);
+  }
+  state.counters["median_ms"] = quantile(ms, 0.5);
+  state.counters["max_ms"] = quantile(ms, 1.0);
+  state.SetLabel(baseline ? "the kernel's notice (pidfd)" : "every pending call failed");
+}
+BENCHMARK(BM_DeathNoticed)
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(10)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 /// Resident memory of a process in KiB (0 when unknown).
 long resident_kib(pid_t pid) {
