@@ -268,6 +268,37 @@ TEST(SpscRingTest, ARecordIsPublishedByItsHeader) {
   EXPECT_TRUE(c.maybe_has_data());
 }
 
+// The wake system call is made only for a side that flagged itself asleep: a publication or
+// a release with no sleeper leaves the signal word alone (a wake bumps it first).
+TEST(SpscRingTest, OnlyASleeperIsWoken) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  RingControl& control = ring.control();
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 1)));
+    ASSERT_TRUE(c.try_take());
+    c.publish_head();
+  }
+  EXPECT_EQ(control.data_signal.load(), 0u);
+  EXPECT_EQ(control.space_signal.load(), 0u);
+
+  const std::uint32_t slept_on = c.flag_sleep();  // about to sleep on the data signal
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 2)));
+  EXPECT_NE(control.data_signal.load(), slept_on);  // woken
+  EXPECT_EQ(control.consumer_sleeping.load(), 0u);  // and the flag is cleared by the waker
+  c.end_sleep();
+  const std::uint32_t after_wake = control.data_signal.load();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 3)));
+  EXPECT_EQ(control.data_signal.load(), after_wake);  // no sleeper again: no wake
+
+  control.producer_sleeping.store(1);  // the producer's flag, as sleep_for_space() sets it
+  ASSERT_TRUE(c.try_take());
+  c.publish_head();
+  EXPECT_EQ(control.space_signal.load(), 1u);
+  EXPECT_EQ(control.producer_sleeping.load(), 0u);
+}
+
 TEST(SpscRingTest, BytesOfAnEarlierLapAreNeverReadAsARecord) {
   // The consumer reads a header where the last record ends: the producer's terminator word
   // makes it "nothing yet" whatever an earlier lap left there (here, bytes that look like a
