@@ -586,6 +586,27 @@ TEST(DistAgentTest, ServerInfoListsAgentsAndDeletesThem) {
   EXPECT_FALSE(a(Msg("u", "z")).error_message().empty());  // and reads as a value
 }
 
+// The server's report counts the calls waiting in an agent's mailbox, across processes.
+TEST(DistAgentTest, ServerInfoReportsQueueDepths) {
+  auto slow = Sleeper("S", {{"sleep_ms", 500}}).to_dist({.lazy_launch = false});
+  std::vector<Msg> calls;
+  for (int i = 0; i < 4; ++i) calls.push_back(slow(Msg("u", std::to_string(i))));
+  // One runs, three wait: seen while the first sleeps (the report is not queued behind them).
+  std::size_t depth = 0;
+  for (const auto until = Clock::now() + 5s; depth != 3 && Clock::now() < until;) {
+    const ServerInfo info = slow.server().info();
+    ASSERT_EQ(info.agents.size(), 1u);
+    depth = info.agents[0].queue_depth;
+    if (depth != 3) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(depth, 3u);
+  wait_all(calls);
+  const ServerInfo after = slow.server().info();
+  ASSERT_EQ(after.agents.size(), 1u);
+  EXPECT_EQ(after.agents[0].queue_depth, 0u);
+  EXPECT_EQ(after.agents[0].calls, 4u);
+}
+
 TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
   auto slow = Sleeper("S", {{"sleep_ms", 1500}}).to_dist({.lazy_launch = false});
   Msg late = slow.call({Msg("u", "a")}, {.timeout = 50ms});
