@@ -19,10 +19,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <troupe/troupe.hpp>
 #include <vector>
 
@@ -96,25 +97,38 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-long parse_arg(int argc, char** argv, int index, long fallback) {
-  return argc > index ? std::strtol(argv[index], nullptr, 10) : fallback;
+// Argument `index` as a whole number in [low, high], or `fallback` when absent; nullopt (having
+// said why) when it is not one.
+std::optional<long> parse_arg(int argc, char** argv, int index, const char* what, long fallback,
+                              long low, long high) {
+  if (argc <= index) return fallback;
+  const std::string_view text = argv[index];
+  long value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size() || value < low || value > high) {
+    std::fprintf(stderr, "simulation: %s must be a whole number in [%ld, %ld], not '%s'\n", what,
+                 low, high, argv[index]);
+    return std::nullopt;
+  }
+  return value;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   troupe::init(argc, argv);
-  const long agents = parse_arg(argc, argv, 1, 10000);
-  const long servers = parse_arg(argc, argv, 2, 2);
-  const long rounds = parse_arg(argc, argv, 3, 5);
-  const long think_us = parse_arg(argc, argv, 4, 20);
-  if (agents < 1 || agents > 10'000'000 || servers < 1 || servers > std::min(agents, 64L) ||
-      rounds < 1 || rounds > 1'000'000 || think_us < 0 || think_us > 1'000'000) {
-    std::fprintf(stderr,
-                 "usage: simulation [agents 1..10^7] [servers 1..min(agents, 64)] "
-                 "[rounds 1..10^6] [think_us 0..10^6]\n");
+  const auto agents_arg = parse_arg(argc, argv, 1, "agents", 10000, 1, 10'000'000);
+  const auto servers_arg =
+      agents_arg ? parse_arg(argc, argv, 2, "servers", 2, 1, std::min(*agents_arg, 64L))
+                 : std::nullopt;
+  const auto rounds_arg = parse_arg(argc, argv, 3, "rounds", 5, 1, 1'000'000);
+  const auto think_arg = parse_arg(argc, argv, 4, "think_us", 20, 0, 1'000'000);
+  if (!agents_arg || !servers_arg || !rounds_arg || !think_arg) {
+    std::fprintf(stderr, "usage: simulation [agents] [servers] [rounds] [think_us]\n");
     return 2;
   }
+  const long agents = *agents_arg, servers = *servers_arg, rounds = *rounds_arg,
+             think_us = *think_arg;
   const auto n = static_cast<std::size_t>(agents);
   const auto calls = static_cast<double>(n) * static_cast<double>(rounds);
   std::printf(

@@ -435,6 +435,12 @@ void BM_DeathNoticed(benchmark::State& state) {
         ::_exit(0);
       }
       const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+      if (pidfd < 0) {
+        ::kill(child, SIGKILL);
+        ::waitpid(child, nullptr, 0);
+        state.SkipWithError("pidfd_open failed");
+        break;
+      }
       killed_at = std::chrono::steady_clock::now();
       ::kill(child, SIGKILL);
       pollfd gone{pidfd, POLLIN, 0};

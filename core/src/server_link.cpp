@@ -391,7 +391,7 @@ void ServerLink::wait_ready(Deadline deadline) {
   if (hello_.load(std::memory_order_acquire) == 1) return;
   std::lock_guard lock(mutex_);
   if (!startup_error_.empty()) throw Error(startup_error_);
-  throw AgentDied("the server (" + where_ + ") " + death_);
+  throw AgentDied("the server (" + where_ + "): " + death_);
 }
 
 }  // namespace troupe::detail

@@ -67,8 +67,9 @@ std::string unique_segment_name(std::string_view tag = {});
 
 /// Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), or 0 when
 /// the process does not exist or has ended: a zombie counts as ended (a killed run's orphans
-/// stay zombies until pid 1 reaps them, which in some containers is never). With the pid it
-/// identifies a process even across pid reuse.
+/// stay zombies until pid 1 reaps them, which in some containers is never), unless only its
+/// main thread has ended and others still run. With the pid it identifies a process even
+/// across pid reuse.
 std::uint64_t process_start_ticks(pid_t pid);
 
 /// What the troupe-shm tool shows of one segment in /dev/shm.
