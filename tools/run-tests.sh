@@ -18,7 +18,12 @@ run_preset() {
   cmake --preset "$preset" -G Ninja >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   echo "=== ${preset}: test $*"
-  ${RUNNER:-} ctest --preset "$preset" -j "$jobs" "$@"
+  local rc=0
+  ${RUNNER:-} ctest --preset "$preset" -j "$jobs" "$@" || rc=$?
+  # Which suite left a segment, if one is left at the end (a later suite's start may remove
+  # it: only the check at the end fails the run).
+  ls /dev/shm | grep '^troupe\.' | sed "s/^/    in \/dev\/shm after ${preset}: /" || true
+  return "$rc"
 }
 
 failed=0
@@ -55,7 +60,15 @@ fi
 
 leftover=$(ls /dev/shm | grep '^troupe\.' || true)
 if [ -n "$leftover" ]; then
-  echo "FAIL: Troupe segments left in /dev/shm:"; echo "$leftover"; failed=1
+  echo "FAIL: Troupe segments left in /dev/shm:"; failed=1
+  # Who made them, and whether that process is still there (a zombie, a stopped one...).
+  if build/dev/tools/troupe-shm list; then
+    for pid in $(build/dev/tools/troupe-shm list | awk 'NR > 1 && $3 ~ /^[0-9]+$/ {print $3}' | sort -u); do
+      ps -o pid=,ppid=,stat=,etime=,args= -p "$pid" || echo "$pid: gone"
+    done
+  else
+    echo "$leftover"
+  fi
 fi
 if [ "$failed" -ne 0 ]; then
   echo "=== FAILED"; exit 1
