@@ -115,7 +115,7 @@ std::optional<long> parse_arg(int argc, char** argv, int index, const char* what
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   troupe::init(argc, argv);
   const auto agents_arg = parse_arg(argc, argv, 1, "agents", 10000, 1, 10'000'000);
   const auto servers_arg =
@@ -204,4 +204,7 @@ int main(int argc, char** argv) {
   std::printf("every final opinion identical to the sequential run: %s", same ? "yes\n" : "NO");
   if (!same) std::printf(" (%zu differ, %zu failed)\n", differ, failed);
   return same ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "simulation: %s\n", e.what());
+  return 1;
 }

@@ -451,8 +451,8 @@ void BM_DeathNoticed(benchmark::State& state) {
       ::waitpid(child, nullptr, 0);
     } else {
       auto victim = Napper("V", {{"sleep_ms", 10000}}).to_dist({.lazy_launch = false});
-      std::vector<troupe::Msg> pending;
-      for (int i = 0; i < 5; ++i) pending.push_back(victim(troupe::Msg("user", "x")));
+      std::vector<troupe::Msg> pending(5);
+      for (troupe::Msg& m : pending) m = victim(troupe::Msg("user", "x"));
       std::this_thread::sleep_for(20ms);  // the first call is running in the server
       killed_at = std::chrono::steady_clock::now();
       ::kill(victim.server_pid(), SIGKILL);
