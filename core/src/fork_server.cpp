@@ -198,7 +198,13 @@ std::unique_ptr<ForkServer> ForkServer::start(ChildMain child_main, Cleanup clea
   if (pid < 0) throw Error(std::string("fork() of the fork server: ") + std::strerror(errno));
   if (pid == 0) {
     ::close(sockets[0]);
-    serve(sockets[1], main_pid, child_main, cleanup);
+    try {
+      serve(sockets[1], main_pid, child_main, cleanup);
+    } catch (...) {
+      // Never back into the program's own code (a main that catches exceptions would carry on
+      // in this process): the fork server ends here.
+    }
+    ::_exit(70);
   }
   ::close(sockets[1]);
   return std::unique_ptr<ForkServer>(new ForkServer(sockets[0], pid));

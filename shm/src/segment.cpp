@@ -216,23 +216,6 @@ std::string unique_segment_name(std::string_view tag) {
   return name.str();
 }
 
-namespace {
-
-// True when a process whose main thread has ended still runs other threads: its /proc stat then
-// says zombie too, but the process lives (and holds its segments).
-bool other_threads_live(pid_t pid) {
-  std::error_code ec;
-  std::size_t threads = 0;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    (void)entry;
-    if (++threads > 1) return true;  // the main thread's entry stays while any thread lives
-  }
-  return false;
-}
-
-}  // namespace
-
 std::uint64_t process_start_ticks(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
@@ -243,8 +226,12 @@ std::uint64_t process_start_ticks(pid_t pid) {
   if (paren == std::string::npos) return 0;
   std::istringstream fields(line.substr(paren + 1));
   std::string field;
+  bool ended = false;
   for (int i = 3; i <= 22 && fields >> field; ++i) {
-    if (i == 3 && (field == "Z" || field == "X") && !other_threads_live(pid)) return 0;
+    if (i == 3) ended = field == "Z" || field == "X";  // state: zombie, or dead
+    // num_threads: a main thread that ended while others run reads as a zombie too, and the
+    // process lives on.
+    if (i == 20 && ended && std::stoul(field) <= 1) return 0;
     if (i == 22) return std::stoull(field);
   }
   return 0;
