@@ -33,14 +33,19 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxOpinion = 1000;
 
-int opinion_of(const troupe::Msg& m) {
-  const std::string& text = m.content();
-  int value = 0;
+// `text` whole as a number, or nullopt.
+template <class T>
+std::optional<T> whole_number(std::string_view text) {
+  T value{};
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size()) {
-    throw troupe::Error("not an opinion: '" + text + "'");
-  }
+  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
   return value;
+}
+
+int opinion_of(const troupe::Msg& m) {
+  const std::optional<int> value = whole_number<int>(m.content());
+  if (!value) throw troupe::Error("not an opinion: '" + m.content() + "'");
+  return *value;
 }
 
 // Holds an opinion in [0, kMaxOpinion]; kwargs: seed (its noise), stubbornness (the weight of
@@ -102,10 +107,8 @@ double ms_since(Clock::time_point t0) {
 std::optional<long> parse_arg(int argc, char** argv, int index, const char* what, long fallback,
                               long low, long high) {
   if (argc <= index) return fallback;
-  const std::string_view text = argv[index];
-  long value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size() || value < low || value > high) {
+  const std::optional<long> value = whole_number<long>(argv[index]);
+  if (!value || *value < low || *value > high) {
     std::fprintf(stderr, "simulation: %s must be a whole number in [%ld, %ld], not '%s'\n", what,
                  low, high, argv[index]);
     return std::nullopt;

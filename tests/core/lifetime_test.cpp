@@ -5,12 +5,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "support/started_program.hpp"
+#include "support/test_support.hpp"
 #include "troupe/core/channel.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/shm/segment.hpp"
@@ -22,11 +22,8 @@ using namespace std::chrono_literals;
 
 // A live process (zombies awaiting a reaper count as gone).
 bool alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+  const char state = test::process_state(pid);
+  return state != 0 && state != 'Z';
 }
 
 struct ProgramRun {

@@ -11,14 +11,16 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
+#include "support/test_support.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/error.hpp"
 
 namespace troupe::shm {
 namespace {
+
+using test::process_state;
 
 bool exists_in_dev_shm(const std::string& name) {
   return std::filesystem::exists("/dev/shm/" + name);
@@ -132,15 +134,6 @@ TEST(SegmentTest, AttachRefusesForeignSegment) {
   ::close(fd);
   EXPECT_THROW(Segment::attach(name, SegmentKind::kScratch), ProtocolError);
   ::shm_unlink(("/" + name).c_str());
-}
-
-// The state letter of a process (/proc/<pid>/stat field 3), or 0 if there is none.
-char process_state(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : 0;
 }
 
 TEST(SegmentTest, ProcessStartTicks) {

@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace troupe::test {
@@ -40,6 +42,16 @@ inline std::uint64_t check_message(std::span<const std::byte> m) {
   std::memcpy(&sequence, m.data(), 8);
   std::memcpy(&sum, m.data() + 8, 8);
   return checksum(m.subspan(16)) == sum ? sequence : ~std::uint64_t{0};
+}
+
+/// The state letter of a process (/proc/<pid>/stat field 3: 'R', 'S', 'Z'...), or 0 if there
+/// is no such process.
+inline char process_state(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const auto paren = line.rfind(')');  // the command name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : 0;
 }
 
 }  // namespace troupe::test
