@@ -7,7 +7,6 @@ namespace troupe::detail {
 namespace {
 
 constexpr auto kStartTimeout = std::chrono::seconds(10);
-constexpr std::uint32_t kPumpEvery = 32;  // a caller issuing many calls delivers replies too
 
 }  // namespace
 
@@ -88,23 +87,25 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire
   if (timeout.count() <= 0) timeout = options_.timeout;
   if (timeout.count() > 0) state->deadline = deadline_after(timeout);
   runtime->note_call();
-  if (lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) return state;
-  auto lane_call = std::make_shared<LaneCall>();
-  lane_call->inputs =
-      movable != nullptr ? std::move(*movable) : std::vector<Msg>(inputs.begin(), inputs.end());
-  lane_call->result = state;
-  lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
-    self->send(kind, c.inputs, c.result);
-  };
-  lane_->admit(std::move(lane_call));
+  if (!lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) {
+    auto lane_call = std::make_shared<LaneCall>();
+    lane_call->inputs =
+        movable != nullptr ? std::move(*movable) : std::vector<Msg>(inputs.begin(), inputs.end());
+    lane_call->result = state;
+    lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
+      self->send(kind, c.inputs, c.result);
+      if (Runtime* r = Runtime::get()) r->deliver_replies_now_and_then();
+    };
+    lane_->admit(std::move(lane_call));
+  }
+  // Outside the lane's lock: delivering replies runs their continuations.
+  runtime->deliver_replies_now_and_then();
   return state;
 }
 
 void RemoteAgent::send(wire::Kind kind, std::span<const Msg> inputs, const ResultPtr& result) {
   ServerLink* link = placed_.load(std::memory_order_acquire);
   link->request(kind, agent_id_, inputs, result, who());
-  thread_local std::uint32_t calls = 0;
-  if (++calls % kPumpEvery == 0) link->pump(kNoWait);
 }
 
 void RemoteAgent::shutdown() {

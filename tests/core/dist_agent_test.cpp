@@ -744,6 +744,36 @@ TEST(DistAgentTest, ManyCallsInFlightKeepOrderPerAgent) {
   }
 }
 
+// A program busy issuing calls delivers the replies that come meanwhile, from every server,
+// not only from the one it last sent to: calls that alternate between two servers once left
+// the second server's replies unread for the whole burst (the background pump keeps out of a
+// busy program's way), so every later call that took them as inputs waited in the flow graph.
+TEST(DistAgentTest, AProgramIssuingCallsDeliversRepliesFromEveryServer) {
+  auto a = Counter("A").to_dist({.lazy_launch = false});
+  auto b = Counter("B").to_dist({.lazy_launch = false});
+  ASSERT_NE(a.server_pid(), b.server_pid());
+  const Msg x("u", "x");
+  // Alternating, an issuing thread that pumps only the server it last sent to, every 32 calls,
+  // reads one of the two rings and never the other: both first replies must come in.
+  std::vector<Msg> to_a, to_b;
+  const auto give_up = Clock::now() + 10s;
+  // At most 3000 calls per server: far fewer replies than fill a ring, whose full state would
+  // make the sender drain it anyway. Between pairs, a short spin (never 1 ms, after which the
+  // background pump would step in) gives the servers time to answer without stopping the
+  // flow of calls.
+  while (to_a.size() < 3000 && Clock::now() < give_up) {
+    to_a.push_back(a(x));
+    to_b.push_back(b(x));
+    if (to_a.front().ready() && to_b.front().ready()) break;
+    for (const auto until = Clock::now() + 50us; Clock::now() < until;) {
+    }
+  }
+  EXPECT_TRUE(to_a.front().ready()) << "after " << to_a.size() << " pairs of calls";
+  EXPECT_TRUE(to_b.front().ready()) << "after " << to_b.size() << " pairs of calls";
+  EXPECT_EQ(to_a.front().content(), "A:1:x");
+  EXPECT_EQ(to_b.back().content(), "B:" + std::to_string(to_b.size()) + ":x");
+}
+
 TEST(DistAgentTest, AgentsCreatedWhileCallsAreInFlight) {
   std::vector<DistAgent> busy;
   for (int i = 0; i < 5; ++i) {

@@ -57,6 +57,17 @@ class Runtime final : public ProgressDriver {
     // (calls from several threads may overwrite each other's), and a plain store is cheaper.
     calls_.store(calls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+  /// A thread that issues (or sends) many calls delivers the replies that have come, from
+  /// every link with calls outstanding, once every kDeliverEvery of its calls: while a program
+  /// is busy issuing, nobody else reads them (the background pump waits for a quiet program),
+  /// and a call whose inputs are in by the time it is issued takes the direct path. Every
+  /// link, not the one just used: calls that alternate between servers would otherwise leave
+  /// one server's replies unread for the whole burst.
+  void deliver_replies_now_and_then() {
+    thread_local std::uint32_t calls = 0;
+    if (++calls % kDeliverEvery == 0) pump_all(kNoWait, nullptr);
+  }
+  static constexpr std::uint32_t kDeliverEvery = 32;
   /// Ends everything: links closed (their servers exit), fork server told. Idempotent.
   void shutdown() noexcept;
   bool shutting_down() const noexcept { return stopping_.load(std::memory_order_acquire); }
