@@ -7,7 +7,6 @@
 #include <random>
 
 #include "troupe/core/channel.hpp"
-#include "troupe/core/detail/recycling_allocator.hpp"
 #include "troupe/core/detail/result_state.hpp"
 
 namespace troupe {
@@ -55,57 +54,14 @@ std::string new_msg_id() {
   return id;
 }
 
-constinit const Msg::Fields Msg::kNoFields{};
-
-// Blocks of fields come from a per-thread cache: a program makes and drops messages in bursts
-// (a round of a simulation, a batch of replies) larger than malloc's own cache.
-template <class... Args>
-Msg::SharedFields* Msg::FieldsRef::make_block(Args&&... args) {
-  using Cache = detail::RecyclingAllocator<SharedFields>;
-  SharedFields* block = Cache().allocate(1);
-  try {
-    return ::new (block) SharedFields{.fields = Fields(std::forward<Args>(args)...)};
-  } catch (...) {
-    Cache().deallocate(block, 1);
-    throw;
-  }
-}
-
-Msg::Fields& Msg::FieldsRef::writable() {
-  if (block_ == nullptr) {
-    block_ = make_block();
-  } else if (block_->refs.load(std::memory_order_acquire) != 1) {
-    // SYNC POINT: acquire (above) pairs with the acq_rel decrement in drop(): a count of one
-    // means every former sharer's reads happened before this thread writes.
-    SharedFields* copy = make_block(block_->fields);  // may throw: nothing changed
-    drop();
-    block_ = copy;
-  }
-  return block_->fields;
-}
-
-void Msg::FieldsRef::drop() noexcept {
-  // SYNC POINT: acq_rel: release publishes this reference's reads to whoever frees or edits
-  // the block next; acquire, for the last one, orders the delete after every other's reads.
-  // A count of one, read with acquire (the same pairing as in writable()), means this is the
-  // last reference and nobody can take another: it frees without the locked decrement.
-  if (block_ != nullptr && (block_->refs.load(std::memory_order_acquire) == 1 ||
-                            block_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)) {
-    block_->~SharedFields();
-    detail::RecyclingAllocator<SharedFields>().deallocate(block_, 1);
-  }
-  block_ = nullptr;
-}
-
 Msg::Msg(std::string name, std::string content, std::string role) {
-  Fields& f = fields_.writable();
-  f.id = new_msg_id();
-  f.name = std::move(name);
-  f.role = std::move(role);
-  f.content = std::move(content);
-  f.timestamp_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+  fields_.id = new_msg_id();
+  fields_.name = std::move(name);
+  fields_.role = std::move(role);
+  fields_.content = std::move(content);
+  fields_.timestamp_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
 }
 
 // The settled value may be a placeholder itself (a local reply() may return one): its fields.
@@ -113,14 +69,12 @@ const Msg::Fields& Msg::settled_fields() const { return state_->value().fields()
 
 void Msg::materialize() {
   if (state_) {
-    // The plain value at the end of the chain shares its block with this message.
-    Msg plain = state_->value().resolved();
-    fields_ = std::move(plain.fields_);
+    fields_ = state_->value().fields();
     state_.reset();
   }
 }
 
-bool Msg::empty() const { return fields() == kNoFields; }
+bool Msg::empty() const { return fields() == Fields{}; }
 
 bool Msg::same_content_as(const Msg& other) const {
   const Fields& a = fields();
@@ -129,11 +83,7 @@ bool Msg::same_content_as(const Msg& other) const {
          a.metadata == b.metadata && a.payload == b.payload;
 }
 
-bool operator==(const Msg& a, const Msg& b) {
-  const Msg::Fields& fa = a.fields();
-  const Msg::Fields& fb = b.fields();
-  return &fa == &fb || fa == fb;
-}
+bool operator==(const Msg& a, const Msg& b) { return a.fields() == b.fields(); }
 
 bool Msg::ready() const noexcept { return !state_ || state_->settled_or_expired(); }
 

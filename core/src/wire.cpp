@@ -41,7 +41,7 @@ flatbuffers::Offset<wire::Msg> to_wire(flatbuffers::FlatBufferBuilder& builder, 
 
 Msg from_wire(const wire::Msg& m) {
   Msg msg;
-  Msg::Fields& f = msg.fields_.writable();  // filled in place: one copy of each field
+  Msg::Fields& f = msg.fields_;  // filled in place: one copy of each field, no more
   f.id = view_of(m.id());
   f.name = view_of(m.name());
   f.role = view_of(m.role());

@@ -7,14 +7,12 @@
 // if the call failed); passing a placeholder to another call does not block. ready(),
 // wait_for() and error() ask without blocking or throwing. Copies of a placeholder share its
 // result.
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace troupe {
@@ -110,57 +108,18 @@ class Msg {
     friend bool operator==(const Fields&, const Fields&) = default;
   };
 
-  // Copies of a message share one block of fields until one of them is edited (copy on
-  // write): a copy, of a placeholder above all (every call copies its inputs), costs a
-  // reference count instead of ~250 bytes of strings, and a call's inputs fit a small
-  // allocation. The count lives in the block (one allocation per message).
-  //
-  // Invariant: a block whose count is above one is never written. Memory orders: a new
-  // reference comes from an existing one (relaxed increment); a dropped one releases its reads
-  // (acq_rel decrement, the last one frees); an editor that finds the count at one takes it
-  // with acquire, after every former sharer's reads, then writes in place.
-  struct SharedFields {
-    std::atomic<std::uint32_t> refs{1};
-    Fields fields;
-  };
-  class FieldsRef {
-   public:
-    FieldsRef() = default;
-    FieldsRef(const FieldsRef& other) noexcept : block_(other.block_) {
-      if (block_ != nullptr) block_->refs.fetch_add(1, std::memory_order_relaxed);
-    }
-    FieldsRef(FieldsRef&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
-    FieldsRef& operator=(FieldsRef other) noexcept {
-      std::swap(block_, other.block_);
-      return *this;
-    }
-    ~FieldsRef() { drop(); }
-    /// The fields; an empty message (no block) reads as kNoFields.
-    const Fields& get() const noexcept { return block_ != nullptr ? block_->fields : kNoFields; }
-    /// Fields this reference alone holds, to edit in place: a new block if there is none, a
-    /// copy if the block is shared.
-    Fields& writable();
-
-   private:
-    template <class... Args>
-    static SharedFields* make_block(Args&&... args);
-    void drop() noexcept;
-    SharedFields* block_ = nullptr;
-  };
-  static const Fields kNoFields;
-
   // Waits on a placeholder and throws its failure; a plain message's fields are at hand.
-  const Fields& fields() const { return state_ ? settled_fields() : fields_.get(); }
+  const Fields& fields() const { return state_ ? settled_fields() : fields_; }
   const Fields& settled_fields() const;
   template <class F>
   Msg& edit(F&& f) {
     materialize();
-    f(fields_.writable());
+    f(fields_);
     return *this;
   }
   void materialize();  // a placeholder becomes a plain copy of its value
 
-  FieldsRef fields_;
+  Fields fields_;
   std::shared_ptr<detail::ResultState> state_;
 };
 
