@@ -121,6 +121,41 @@ TEST(MsgTest, APlaceholderWhoseResultIsAPlaceholderReadsTheInnerValue) {
   EXPECT_EQ(edited.role(), "user");
 }
 
+// Copies of placeholders (which skip the empty fields) and of plain messages, made by
+// construction and by assignment, over targets of either kind: each reads as its source.
+TEST(MsgTest, CopiesOfPlaceholdersAndPlainMessagesReadAsTheirSource) {
+  auto state = std::make_shared<detail::ResultState>();
+  const Msg pending = Msg::placeholder(state);
+  Msg plain("alice", std::string(100, 'x'));  // a content past the inline buffer
+  plain.set_url({"http://a"}).set_payload({std::byte{7}});
+  Msg copied_pending = pending;
+  Msg copied_plain = plain;
+  EXPECT_TRUE(copied_pending.is_placeholder());
+  EXPECT_FALSE(copied_pending.ready());
+  EXPECT_EQ(copied_plain, plain);
+  Msg target = plain;
+  target = pending;  // plain -> placeholder: its own fields go
+  EXPECT_TRUE(target.is_placeholder());
+  Msg other = pending;
+  other = plain;  // placeholder -> plain
+  EXPECT_FALSE(other.is_placeholder());
+  EXPECT_EQ(other, plain);
+  other = other;  // self-assignment keeps it
+  EXPECT_EQ(other, plain);
+  state->resolve(Msg("bob", "the answer"));
+  EXPECT_EQ(copied_pending.content(), "the answer");
+  EXPECT_EQ(target.content(), "the answer");
+  EXPECT_EQ(target.name(), "bob");
+  // An edited copy of a settled placeholder is plain, and the result keeps its value.
+  Msg edited = pending;
+  edited.set_content("mine");
+  EXPECT_FALSE(edited.is_placeholder());
+  EXPECT_EQ(edited.name(), "bob");
+  EXPECT_EQ(pending.content(), "the answer");
+  Msg edited_copy = edited;
+  EXPECT_EQ(edited_copy.content(), "mine");
+}
+
 TEST(MsgTest, APlaceholderWithADeadlineTimesOutWithoutARuntime) {
   auto state = std::make_shared<detail::ResultState>();  // no driver: no runtime pumps it
   state->deadline = Clock::now() + std::chrono::milliseconds(50);

@@ -27,6 +27,24 @@ class Msg {
  public:
   /// An empty message: what a call with no input passes (Msg().empty() is true).
   Msg() = default;
+  // A placeholder's own fields are always empty (an edit first makes it plain): a copy of one
+  // takes the shared result and leaves its ~250 bytes of empty strings unread. Every call
+  // copies its inputs, most of them placeholders in a program that issues ahead.
+  Msg(const Msg& other) : fields_(other.state_ ? Fields{} : other.fields_), state_(other.state_) {}
+  Msg& operator=(const Msg& other) {
+    if (this != &other) {
+      if (other.state_) {
+        fields_ = Fields{};
+      } else {
+        fields_ = other.fields_;
+      }
+      state_ = other.state_;
+    }
+    return *this;
+  }
+  Msg(Msg&&) noexcept = default;
+  Msg& operator=(Msg&&) noexcept = default;
+  ~Msg() = default;
   /// A new message with a fresh id and the current time as its timestamp.
   Msg(std::string name, std::string content, std::string role = "assistant");
 
