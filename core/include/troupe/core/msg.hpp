@@ -30,7 +30,7 @@ class Msg {
   // A placeholder's own fields are always empty (an edit first makes it plain): a copy of one
   // takes the shared result and leaves its ~250 bytes of empty strings unread. Every call
   // copies its inputs, most of them placeholders in a program that issues ahead.
-  Msg(const Msg& other) : fields_(other.state_ ? Fields{} : other.fields_), state_(other.state_) {}
+  Msg(const Msg& other) : fields_(fields_to_copy(other)), state_(other.state_) {}
   Msg& operator=(const Msg& other) {
     if (this != &other) {
       if (other.state_) {
@@ -125,6 +125,12 @@ class Msg {
     std::vector<std::byte> payload;
     friend bool operator==(const Fields&, const Fields&) = default;
   };
+
+  // Built straight into the copy (a conditional expression would add a move of ~250 bytes).
+  static Fields fields_to_copy(const Msg& m) {
+    if (m.state_) return Fields{};
+    return m.fields_;
+  }
 
   // Waits on a placeholder and throws its failure; a plain message's fields are at hand.
   const Fields& fields() const { return state_ ? settled_fields() : fields_; }
