@@ -94,11 +94,11 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire
     lane_call->result = state;
     lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
       self->send(kind, c.inputs, c.result);
-      if (Runtime* r = Runtime::get()) r->deliver_replies_now_and_then();
     };
     lane_->admit(std::move(lane_call));
   }
-  // Outside the lane's lock: delivering replies runs their continuations.
+  // Here, outside the lane's lock (a graph call may run inside admit()): delivering replies
+  // runs their continuations.
   runtime->deliver_replies_now_and_then();
   return state;
 }

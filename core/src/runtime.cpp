@@ -373,7 +373,10 @@ void Runtime::drive(ResultState& state, Deadline until) {
   // yields or sleeps by it), and after every kLooksPerClockRead looks that delivered: while
   // replies stream in, a wait mostly ends after a look or two, and a clock read (~30 ns on
   // this VM) at every look and at every wait's start took ~10% of a program's thread with
-  // 1024 calls in flight. A timed call looks at its deadline first, as it always did.
+  // 1024 calls in flight. A timed call looks at its deadline first, as it always did. So a
+  // wait whose `until` has passed still looks at the rings once (up to kLooksPerClockRead
+  // times while replies keep coming) before it returns, and a deadline that passes while
+  // replies stream in is seen up to that many looks late: a reply in that window wins.
   Clock::time_point quiet_since{};  // since when looks deliver nothing; unset while they do
   int looks_unclocked = state.deadline == Deadline::max() ? 0 : kLooksPerClockRead;
   while (!state.settled()) {
@@ -453,7 +456,7 @@ void Runtime::background_loop() {
     const auto all = links();
     for (const auto& link : *all) outstanding = outstanding || link->outstanding() != 0;
     if (!outstanding || drivers_.load(std::memory_order_relaxed) > 0 ||
-        now - last_call < kQuietBeforePump) {
+        background_paused_.load(std::memory_order_relaxed) || now - last_call < kQuietBeforePump) {
       // Nothing to do, or a thread is pumping, or the program is busy issuing calls.
       expire_all(now);
       retire_idle_links();

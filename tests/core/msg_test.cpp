@@ -140,7 +140,8 @@ TEST(MsgTest, CopiesOfPlaceholdersAndPlainMessagesReadAsTheirSource) {
   other = plain;  // placeholder -> plain
   EXPECT_FALSE(other.is_placeholder());
   EXPECT_EQ(other, plain);
-  other = other;  // self-assignment keeps it
+  const Msg& same = other;
+  other = same;  // self-assignment keeps it
   EXPECT_EQ(other, plain);
   state->resolve(Msg("bob", "the answer"));
   EXPECT_EQ(copied_pending.content(), "the answer");

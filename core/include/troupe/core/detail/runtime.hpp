@@ -63,11 +63,22 @@ class Runtime final : public ProgressDriver {
   /// and a call whose inputs are in by the time it is issued takes the direct path. Every
   /// link, not the one just used: calls that alternate between servers would otherwise leave
   /// one server's replies unread for the whole burst.
-  void deliver_replies_now_and_then() {
+  /// Never throws: the call that triggered it has been sent, and its caller must get its
+  /// placeholder (a reply that cannot be delivered for want of memory waits for the next look).
+  void deliver_replies_now_and_then() noexcept {
     thread_local std::uint32_t calls = 0;
-    if (++calls % kDeliverEvery == 0) pump_all(kNoWait, nullptr);
+    if (++calls % kDeliverEvery != 0) return;
+    try {
+      pump_all(kNoWait, nullptr);
+    } catch (...) {
+    }
   }
   static constexpr std::uint32_t kDeliverEvery = 32;
+  /// For tests: keeps the background pump from delivering replies (it still sweeps deadlines
+  /// and retires idle links), so that a test can tell who delivered them.
+  void pause_background_pump(bool paused) noexcept {
+    background_paused_.store(paused, std::memory_order_relaxed);
+  }
   /// Ends everything: links closed (their servers exit), fork server told. Idempotent.
   void shutdown() noexcept;
   bool shutting_down() const noexcept { return stopping_.load(std::memory_order_acquire); }
@@ -105,8 +116,9 @@ class Runtime final : public ProgressDriver {
   std::map<pid_t, int> exits_;     // guarded by exits_mutex_
   bool fork_server_gone_ = false;  // guarded by exits_mutex_
 
-  std::atomic<int> drivers_{0};          // threads inside drive()
-  std::atomic<std::uint64_t> calls_{0};  // see note_call()
+  std::atomic<int> drivers_{0};                 // threads inside drive()
+  std::atomic<bool> background_paused_{false};  // see pause_background_pump()
+  std::atomic<std::uint64_t> calls_{0};         // see note_call()
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> background_signal_{0};
   std::thread background_;
