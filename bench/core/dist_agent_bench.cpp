@@ -334,11 +334,14 @@ void BM_TimedCallsInFlight(benchmark::State& state) {
 BENCHMARK(BM_TimedCallsInFlight)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
 // Calls that must wait: each takes a pending input, so each goes through the agent's lane in
-// the flow graph (sequencer_node, serial function_node). Timed from the input's resolution
-// to the last reply; the "ready" variant makes the same calls with a resolved input (direct
-// path) as the baseline.
+// the flow graph (sequencer_node, serial function_node): 256 calls whose input is pending,
+// released at once by resolving it. Arg 0 is the baseline, the same calls with the input
+// ready (the direct path);
+// arg 1 times the release alone (the calls are issued with the clock paused); arg 2 times the
+// issuing too (each call admitted to the graph: its continuation, its lane's sequence).
 void BM_CallsThatWait(benchmark::State& state) {
   const bool wait = state.range(0) != 0;
+  const bool time_issuing = state.range(0) == 2;
   constexpr std::size_t kCalls = 256;
   auto a = Echo("A").to_dist({.lazy_launch = false});
   std::vector<troupe::Msg> results;
@@ -348,10 +351,11 @@ void BM_CallsThatWait(benchmark::State& state) {
     auto gate = std::make_shared<troupe::detail::ResultState>(troupe::detail::Runtime::get());
     troupe::Msg input = wait ? troupe::Msg::placeholder(gate) : troupe::Msg("user", kContent);
     results.clear();
+    if (time_issuing) state.ResumeTiming();
     if (wait) {
       for (std::size_t i = 0; i < kCalls; ++i) results.push_back(a(input));
     }
-    state.ResumeTiming();
+    if (!time_issuing) state.ResumeTiming();
     if (wait) {
       gate->resolve(troupe::Msg("user", kContent));
     } else {
@@ -360,9 +364,11 @@ void BM_CallsThatWait(benchmark::State& state) {
     troupe::wait_all(results);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kCalls));
-  state.SetLabel(wait ? "inputs pending (flow graph)" : "inputs ready (direct)");
+  state.SetLabel(!wait          ? "inputs ready (direct)"
+                 : time_issuing ? "inputs pending (flow graph), issuing timed"
+                                : "inputs pending (flow graph)");
 }
-BENCHMARK(BM_CallsThatWait)->Arg(0)->Arg(1)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CallsThatWait)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->MinTime(1.0);
 
 // Fan-out/fan-in: 8 agents, 8 calls in flight each, then one agent gathers all 64 results.
 void BM_FanOutFanIn(benchmark::State& state) {

@@ -58,12 +58,8 @@ std::string AgentBase::describe() const {
 
 std::shared_ptr<detail::ResultState> AgentBase::enqueue(std::vector<Msg> xs, bool observation,
                                                         std::chrono::nanoseconds timeout) {
-  auto call = std::make_shared<detail::LaneCall>();
-  call->inputs = std::move(xs);
-  // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
-  call->result = detail::make_result_state(detail::Runtime::get());
-  if (timeout.count() > 0) call->result->deadline = deadline_after(timeout);
-  call->run = [this, lane = lane_, observation](detail::LaneCall& c) {
+  auto call = std::make_shared<detail::FunctionLaneCall>([this, lane = lane_,
+                                                          observation](detail::LaneCall& c) {
     if (const std::string* why = lane->closed()) {
       c.result->fail(std::make_exception_ptr(Error(*why)));
       return;
@@ -83,7 +79,11 @@ std::shared_ptr<detail::ResultState> AgentBase::enqueue(std::vector<Msg> xs, boo
       c.result->fail(std::make_exception_ptr(RemoteError(
           describe() + (observation ? " observe raised" : " raised a non-standard exception"))));
     }
-  };
+  });
+  call->inputs = std::move(xs);
+  // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
+  call->result = detail::make_result_state(detail::Runtime::get());
+  if (timeout.count() > 0) call->result->deadline = deadline_after(timeout);
   auto result = call->result;
   lane_->admit(std::move(call));
   return result;

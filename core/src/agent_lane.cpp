@@ -6,6 +6,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <deque>
 #include <utility>
@@ -104,7 +105,7 @@ void AgentLane::execute(LaneCall& call) {
   // A call whose result settled before it could run (it timed out waiting for an input, or
   // its lane closed) is abandoned: it neither runs nor is sent.
   if (call.result->settled()) return;
-  if (!fail_on_failed_input(call.inputs, *call.result)) call.run(call);
+  if (!fail_on_failed_input(call.inputs, *call.result)) call.run();
 }
 
 namespace {
@@ -226,36 +227,40 @@ void AgentLane::admit(LaneCallPtr call) {
   queued_.fetch_add(1, std::memory_order_relaxed);
   lock.unlock();
 
-  // Into the sequencer exactly once: when the last input settles, or when the call's own
-  // result settles first (a timeout), so that the agent's later calls proceed.
-  auto enter = [self = shared_from_this()](const LaneCallPtr& c) {
-    if (!c->queued.exchange(true, std::memory_order_acq_rel)) self->sequencer_->try_put(c);
-  };
   try {
     // One count per pending input, plus one held while continuations are registered.
     // Inputs found pending here are counted and registered even if they resolve in between
     // (on_settled then runs the continuation at once).
-    std::vector<const Msg*> waiting_on;
+    boost::container::small_vector<const Msg*, 4> waiting_on;
     for (const Msg& input : call->inputs) {
       if (!input.ready()) waiting_on.push_back(&input);
     }
+    call->lane = shared_from_this();
     call->unresolved.store(static_cast<int>(waiting_on.size()) + 1, std::memory_order_relaxed);
-    auto release = [enter, call] {
-      if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) enter(call);
-    };
-    for (const Msg* input : waiting_on) input->state()->on_settled(release);
+    for (const Msg* input : waiting_on) input->state()->on_settled(&release_input, call);
     if (!waiting_on.empty() && call->result->deadline != Deadline::max()) {
       // Weakly: the result's continuations must not keep the call (which holds the result).
-      call->result->on_settled([enter, weak = std::weak_ptr<LaneCall>(call)] {
-        if (auto c = weak.lock()) enter(c);
+      call->result->on_settled([weak = std::weak_ptr<LaneCall>(call)] {
+        if (auto c = weak.lock()) c->lane->enter(c);
       });
       if (ProgressDriver* driver = call->result->driver()) driver->watch_deadline(call->result);
     }
-    release();
+    release_input(call);
   } catch (...) {
     // Out of memory, most likely: the call fails (so it never runs) and still takes its turn.
     call->result->fail(std::current_exception());
     enter(call);
+  }
+}
+
+void AgentLane::enter(const LaneCallPtr& call) {
+  if (!call->queued.exchange(true, std::memory_order_acq_rel)) sequencer_->try_put(call);
+}
+
+void AgentLane::release_input(const std::shared_ptr<void>& context) {
+  auto* call = static_cast<LaneCall*>(context.get());
+  if (call->unresolved.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    call->lane->enter(std::static_pointer_cast<LaneCall>(context));
   }
 }
 

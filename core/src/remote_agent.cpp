@@ -10,6 +10,16 @@ constexpr auto kStartTimeout = std::chrono::seconds(10);
 
 }  // namespace
 
+// A call that waits for its inputs or its turn, then sends: the agent and the kind travel in
+// the call's own allocation (a std::function holding them took one more).
+struct RemoteAgent::SendWhenReady final : LaneCall {
+  SendWhenReady(std::shared_ptr<RemoteAgent> to, wire::Kind call_kind)
+      : agent(std::move(to)), kind(call_kind) {}
+  void run() override { agent->send(kind, inputs, result); }
+  std::shared_ptr<RemoteAgent> agent;  // every call holds the agent until it ran
+  wire::Kind kind;
+};
+
 RemoteAgent::RemoteAgent(std::string name, std::string class_name, std::string kwargs_json,
                          DistOptions options)
     : name_(std::move(name)),
@@ -88,13 +98,10 @@ std::shared_ptr<ResultState> RemoteAgent::call(std::span<const Msg> inputs, wire
   if (timeout.count() > 0) state->deadline = deadline_after(timeout);
   runtime->note_call();
   if (!lane_->run_if_direct(inputs, state, [&] { send(kind, inputs, state); })) {
-    auto lane_call = std::make_shared<LaneCall>();
+    auto lane_call = std::make_shared<SendWhenReady>(shared_from_this(), kind);
     lane_call->inputs =
         movable != nullptr ? std::move(*movable) : std::vector<Msg>(inputs.begin(), inputs.end());
     lane_call->result = state;
-    lane_call->run = [self = shared_from_this(), kind](LaneCall& c) {
-      self->send(kind, c.inputs, c.result);
-    };
     lane_->admit(std::move(lane_call));
   }
   // Here, outside the lane's lock (a graph call may run inside admit()): delivering replies
@@ -112,12 +119,11 @@ void RemoteAgent::shutdown() {
   if (shut_down_.exchange(true)) return;
   if (placed_.load(std::memory_order_acquire) == nullptr) return;
   // Released in order, after the calls admitted before this.
-  auto release = std::make_shared<LaneCall>();
-  release->result = make_result_state();
-  release->run = [self = shared_from_this()](LaneCall& c) {
+  auto release = std::make_shared<FunctionLaneCall>([self = shared_from_this()](LaneCall& c) {
     if (!self->released_.exchange(true)) self->release_on_link();
     c.result->resolve(Msg());
-  };
+  });
+  release->result = make_result_state();
   lane_->admit(std::move(release));
 }
 

@@ -11,7 +11,7 @@ namespace troupe::detail {
 
 template <class Set>
 bool ResultState::settle(std::uint32_t status, Set&& set) {
-  std::vector<std::function<void()>> ready;
+  std::vector<Continuation> ready;
   {
     std::lock_guard lock(continuations_mutex_);
     if (status_.load(std::memory_order_relaxed) != kPending) return false;
@@ -24,7 +24,7 @@ bool ResultState::settle(std::uint32_t status, Set&& set) {
   }
   if (sleepers_.load(std::memory_order_seq_cst) != 0) futex_wake_private(status_, 1 << 30);
   // Each continuation runs whatever another throws: a dependant left out would hang.
-  for (auto& f : ready) {
+  for (const auto& f : ready) {
     try {
       f();
     } catch (...) {
@@ -54,11 +54,22 @@ void ResultState::on_settled(std::function<void()> f) {
   {
     std::lock_guard lock(continuations_mutex_);
     if (status_.load(std::memory_order_relaxed) == kPending) {
-      continuations_.push_back(std::move(f));
+      continuations_.push_back({.fn = nullptr, .context = nullptr, .callable = std::move(f)});
       return;
     }
   }
   f();
+}
+
+void ResultState::on_settled(ContextFn fn, std::shared_ptr<void> context) {
+  {
+    std::lock_guard lock(continuations_mutex_);
+    if (status_.load(std::memory_order_relaxed) == kPending) {
+      continuations_.push_back({.fn = fn, .context = std::move(context), .callable = nullptr});
+      return;
+    }
+  }
+  fn(context);
 }
 
 RescueStarter& thread_rescue_starter() noexcept {

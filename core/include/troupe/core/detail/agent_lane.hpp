@@ -29,17 +29,34 @@
 
 namespace troupe::detail {
 
+class AgentLane;
+
+/// A call in its lane. The body is a virtual, so that a kind of call and what its body needs
+/// come in one allocation (RemoteAgent's calls, on the path of every call that waits).
 struct LaneCall {
+  LaneCall() = default;
+  LaneCall(const LaneCall&) = delete;
+  LaneCall& operator=(const LaneCall&) = delete;
+  virtual ~LaneCall() = default;
+  /// Runs the call with its (resolved, successful) inputs; must settle `result` eventually.
+  virtual void run() = 0;
+
   std::vector<Msg> inputs;
   ResultPtr result;
-  /// Runs the call with its (resolved, successful) inputs; must settle `result` eventually.
-  std::function<void(LaneCall&)> run;
+  std::shared_ptr<AgentLane> lane;  ///< set by admit() for a call that waits
   std::uint64_t seq = 0;
   std::atomic<int> unresolved{0};
   std::atomic<bool> started{false};  ///< the runner took it (AgentLane::close() spares it)
   std::atomic<bool> queued{false};   ///< handed to the sequencer (exactly once)
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
+
+/// A LaneCall whose body is any callable (in-process agents, a release in program order).
+struct FunctionLaneCall final : LaneCall {
+  explicit FunctionLaneCall(std::function<void(LaneCall&)> f) : body(std::move(f)) {}
+  void run() override { body(*this); }
+  std::function<void(LaneCall&)> body;
+};
 
 /// The graph every lane's nodes live in.
 tbb::flow::graph& dispatcher_graph();
@@ -96,6 +113,11 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
 
  private:
   static void execute(LaneCall& call);
+  /// Into the sequencer exactly once: when the last input settles, or when the call's own
+  /// result settles first (a timeout), so that the agent's later calls proceed.
+  void enter(const LaneCallPtr& call);
+  /// An input of `call` (a LaneCall) settled: the last one enters it.
+  static void release_input(const std::shared_ptr<void>& call);
   /// Fails `result` with the first failed input's error ("the same way"); true if it did.
   static bool fail_on_failed_input(std::span<const Msg> inputs, ResultState& result);
   void make_nodes();

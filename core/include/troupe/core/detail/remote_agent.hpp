@@ -40,6 +40,7 @@ class RemoteAgent : public std::enable_shared_from_this<RemoteAgent> {
   const ServerLink::Who& who() const noexcept { return description_; }
 
  private:
+  struct SendWhenReady;    // a call that waits in the lane (remote_agent.cpp)
   void release_on_link();  // sends Release, unbinds from the link
   // Sends a call whose inputs are resolved; its reply settles `result`.
   void send(wire::Kind kind, std::span<const Msg> inputs, const ResultPtr& result);

@@ -86,6 +86,11 @@ class ResultState {
   /// Runs `f` when the state settles: now (on this thread) if it already has, else on the
   /// thread that settles it. `f` must not block.
   void on_settled(std::function<void()> f);
+  /// The same for the hot path of calls that wait: runs `fn(context)`, holding `context`
+  /// until then, with no allocation of its own (a std::function holding a shared_ptr makes
+  /// one). `fn` must not block.
+  using ContextFn = void (*)(const std::shared_ptr<void>& context);
+  void on_settled(ContextFn fn, std::shared_ptr<void> context);
 
   /// Sleeps at most `timeout` unless the state settles first (a driver's nap).
   void nap(std::chrono::nanoseconds timeout);
@@ -111,8 +116,21 @@ class ResultState {
   std::atomic<std::uint32_t> sleepers_{0};
   Msg value_;
   std::exception_ptr error_;
+  // Either a function and its context, or any callable.
+  struct Continuation {
+    ContextFn fn = nullptr;
+    std::shared_ptr<void> context;
+    std::function<void()> callable;
+    void operator()() const {
+      if (fn != nullptr) {
+        fn(context);
+      } else {
+        callable();
+      }
+    }
+  };
   std::mutex continuations_mutex_;
-  std::vector<std::function<void()>> continuations_;  // guarded; emptied once settled
+  std::vector<Continuation> continuations_;  // guarded; emptied once settled
   ProgressDriver* driver_ = nullptr;
 };
 
