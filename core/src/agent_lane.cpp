@@ -253,7 +253,9 @@ void AgentLane::admit(LaneCallPtr call) {
   }
 }
 
-void AgentLane::enter(const LaneCallPtr& call) {
+void AgentLane::enter(const LaneCallPtr& call) noexcept {
+  // noexcept: a call that took its sequence number and failed to enter would hold every later
+  // call of the lane for good (try_put fails only for want of memory): better a loud end.
   if (!call->queued.exchange(true, std::memory_order_acq_rel)) sequencer_->try_put(call);
 }
 

@@ -16,7 +16,9 @@ struct RemoteAgent::SendWhenReady final : LaneCall {
   SendWhenReady(std::shared_ptr<RemoteAgent> to, wire::Kind call_kind)
       : agent(std::move(to)), kind(call_kind) {}
   void run() override { agent->send(kind, inputs, result); }
-  std::shared_ptr<RemoteAgent> agent;  // every call holds the agent until it ran
+  // Every call holds the agent until it ran, or until its inputs settle if it was abandoned
+  // (timed out) before: its inputs' continuations hold the call.
+  std::shared_ptr<RemoteAgent> agent;
   wire::Kind kind;
 };
 
@@ -30,7 +32,8 @@ RemoteAgent::RemoteAgent(std::string name, std::string class_name, std::string k
       options_(std::move(options)) {}
 
 RemoteAgent::~RemoteAgent() {
-  // Every call holds this object until it ran: the lane is empty, the Release follows them.
+  // Every call holds this object until it ran (an abandoned one, until its inputs settled):
+  // the lane is empty, the Release follows them.
   if (!released_.exchange(true)) release_on_link();
 }
 

@@ -298,6 +298,38 @@ TEST(DistAgentTest, TheLastHandleGoingLetsPendingCallsFinishThenTheServerEnds) {
   EXPECT_TRUE(ends(server)) << "the agent's server outlived its last handle";
 }
 
+// The same with a call that waits in the flow graph for its input: the call holds the agent
+// until it ran (then, on a TBB thread, the last reference goes, with the agent's lane).
+TEST(DistAgentTest, TheLastHandleGoingWhileACallWaitsForItsInputLetsItRun) {
+  auto slow = Sleeper("Slow", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
+  Msg pending;
+  pid_t server = 0;
+  {
+    auto a = Counter("A").to_dist({.lazy_launch = false});
+    server = a.server_pid();
+    pending = a(slow(Msg("u", "x")));
+    EXPECT_FALSE(pending.ready());
+  }  // the last handle goes while its call waits for its input
+  EXPECT_EQ(pending.content(), "A:1:Slow(x)");
+  EXPECT_TRUE(ends(server)) << "the agent's server outlived its last handle";
+}
+
+// A call with more pending inputs than the lane lists inline (four) waits for them all.
+TEST(DistAgentTest, ACallWaitsForManyPendingInputs) {
+  auto slow = Sleeper("Slow", {{"sleep_ms", 20}}).to_dist({.lazy_launch = false});
+  auto gather = Counter("G").to_dist({.lazy_launch = false});
+  std::vector<Msg> inputs;
+  std::string expected = "G:1";
+  for (int i = 0; i < 7; ++i) {
+    const std::string word = "x" + std::to_string(i);
+    inputs.push_back(slow(Msg("u", word)));
+    expected += ":Slow(" + word + ")";
+  }
+  const Msg gathered = gather(inputs);
+  EXPECT_FALSE(gathered.ready());
+  EXPECT_EQ(gathered.content(), expected);
+}
+
 // Handles going while others remain: a copy's going leaves the agent (and its state); the
 // last handle of one agent going releases that agent alone, after its pending call, and the
 // server keeps serving the agent that still has a handle, until that one goes too.

@@ -115,7 +115,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   static void execute(LaneCall& call);
   /// Into the sequencer exactly once: when the last input settles, or when the call's own
   /// result settles first (a timeout), so that the agent's later calls proceed.
-  void enter(const LaneCallPtr& call);
+  void enter(const LaneCallPtr& call) noexcept;
   /// An input of `call` (a LaneCall) settled: the last one enters it.
   static void release_input(const std::shared_ptr<void>& call);
   /// Fails `result` with the first failed input's error ("the same way"); true if it did.
