@@ -100,6 +100,9 @@ constexpr auto kIdleReceive = std::chrono::milliseconds(50);
 constexpr auto kFollowerNap = std::chrono::milliseconds(1);
 /// A follower's sleep while no agent runs: the receiver wakes it when there is work.
 constexpr auto kFollowerIdle = std::chrono::milliseconds(100);
+/// Lazy hand-overs: at most this many takes of calls in a follower's nap (1 ms), and the
+/// calls are heavy enough (10 µs or more a take) for a second worker to pay for itself.
+constexpr std::uint64_t kHeavyTakesPerNap = 100;
 
 // Spare vectors for calls' inputs, per thread. The receiver decodes a call's inputs into one;
 // the worker that ran the call hands it back, most often the same thread (a receiver runs the
@@ -325,8 +328,12 @@ void AgentServer::worker_loop() {
     // woken (wake_follower() wakes deep sleepers, and run_agent() at a busy period's start).
     // A server whose takes end more often than once a nap keeps its follower out: its other
     // agents then wait for a mailbox's turn (kMailboxTurn calls), not for good.
+    // Also when the takes are long (few in a nap): a second worker then computes beside the
+    // first instead of taking turns with it (agents that think 20 µs a call on one server
+    // ran at one worker's speed, with a third of the host idle).
     const bool join =
-        !lazy_handovers_ || !napped || progress_.load(std::memory_order_relaxed) == progress_at_nap;
+        !lazy_handovers_ || !napped ||
+        progress_.load(std::memory_order_relaxed) - progress_at_nap <= kHeavyTakesPerNap;
     if (join) {
       const bool joined_from_nap = napped;
       napped = false;

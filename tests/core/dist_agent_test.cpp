@@ -152,6 +152,32 @@ TEST(DistAgentTest, DifferentAgentsOnOneServerRunInParallel) {
   EXPECT_LT(start_of(x), end_of(y));
 }
 
+// The same for agents that compute, with a steady stream of short calls: on a host of two
+// cores or fewer a server's second worker joins lazily (only when the first is held, or its
+// calls are long), and agents that computed 20 us a call once ran on one worker only.
+TEST(DistAgentTest, AgentsThatComputeOnOneServerRunInParallel) {
+  auto a = Sleeper("A", {{"busy_us", 20}}).to_dist({.lazy_launch = false, .workers = 2});
+  auto b = Sleeper("B", {{"busy_us", 20}}).to_dist({.port = a.port(), .launch_server = false});
+  // In rounds, each waited for: a worker that runs out of work between rounds used to stay
+  // out for good while the other made progress.
+  std::vector<Msg> from_a, from_b;
+  for (int round = 0; round < 40; ++round) {
+    for (int i = 0; i < 50; ++i) {
+      from_a.push_back(a(Msg("u", "a")));
+      from_b.push_back(b(Msg("u", "b")));
+    }
+    ASSERT_TRUE(wait_all(from_a) && wait_all(from_b));
+  }
+  // B's runs that overlap one of A's (each agent's runs are in order, one at a time).
+  std::size_t overlapping = 0;
+  std::size_t next_a = 0;
+  for (const Msg& y : from_b) {
+    while (next_a < from_a.size() && end_of(from_a[next_a]) <= start_of(y)) ++next_a;
+    if (next_a < from_a.size() && start_of(from_a[next_a]) < end_of(y)) ++overlapping;
+  }
+  EXPECT_GE(overlapping, from_b.size() / 20) << overlapping << " of B's runs overlap A's";
+}
+
 TEST(DistAgentTest, OneAgentRunsOneCallAtATimeInOrder) {
   auto a = Sleeper("A", {{"sleep_ms", 30}}).to_dist({.lazy_launch = false, .workers = 4});
   std::vector<Msg> results;

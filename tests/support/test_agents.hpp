@@ -43,7 +43,8 @@ class Counter : public AgentBase {
   std::size_t observed_ = 0;
 };
 
-// Sleeps kwargs["sleep_ms"] (or the input's content, if numeric), then reports when it ran.
+// Sleeps kwargs["sleep_ms"] (or the input's content, if numeric), or computes for
+// kwargs["busy_us"] if given, then reports when it ran.
 class Sleeper : public AgentBase {
  public:
   // kwargs.construct_ms: how long the constructor takes (default 0).
@@ -53,7 +54,14 @@ class Sleeper : public AgentBase {
   }
   Msg reply(const std::vector<Msg>& xs) override {
     const std::int64_t start = wall_ns();
-    std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 100)));
+    if (kwargs().contains("busy_us")) {
+      const auto until = std::chrono::steady_clock::now() +
+                         std::chrono::microseconds(kwargs()["busy_us"].get<int>());
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 100)));
+    }
     std::string content = name();
     for (const Msg& x : xs) content += "(" + (x.empty() ? std::string() : x.content()) + ")";
     return Msg(name(), content)
