@@ -100,9 +100,9 @@ constexpr auto kIdleReceive = std::chrono::milliseconds(50);
 constexpr auto kFollowerNap = std::chrono::milliseconds(1);
 /// A follower's sleep while no agent runs: the receiver wakes it when there is work.
 constexpr auto kFollowerIdle = std::chrono::milliseconds(100);
-/// Lazy hand-overs: at most this many takes of calls in a follower's nap (1 ms), and the
-/// calls are heavy enough (10 µs or more a take) for a second worker to pay for itself.
-constexpr std::uint64_t kHeavyTakesPerNap = 100;
+/// Lazy hand-overs: takes of calls that last this long on average, over a follower's nap,
+/// are heavy enough for a second worker to pay for itself.
+constexpr auto kHeavyTake = std::chrono::microseconds(10);
 
 // Spare vectors for calls' inputs, per thread. The receiver decodes a call's inputs into one;
 // the worker that ran the call hands it back, most often the same thread (a receiver runs the
@@ -318,22 +318,30 @@ void AgentServer::stop() noexcept {
 void AgentServer::worker_loop() {
   bool napped = false;                // this worker's last turn was a nap
   std::uint64_t progress_at_nap = 0;  // progress_ when that nap began
+  Clock::time_point nap_began{};
   while (!stopping_.load(std::memory_order_acquire)) {
     // Lazy hand-overs: back from a nap, a worker joins the work only if no take of calls ended
-    // while it napped (the worker at work is held by a slow or blocked reply()); else it naps
-    // again, briefly, and leaves the core to that worker. Invariant: while an agent is queued
-    // or the receiver's role is vacant, either a worker that is not held comes back to them
-    // (the one that queued the agent or left the role does), or a follower naps briefly
-    // (kFollowerNap) and joins when the workers are held, or a follower in a long sleep is
-    // woken (wake_follower() wakes deep sleepers, and run_agent() at a busy period's start).
-    // A server whose takes end more often than once a nap keeps its follower out: its other
-    // agents then wait for a mailbox's turn (kMailboxTurn calls), not for good.
-    // Also when the takes are long (few in a nap): a second worker then computes beside the
-    // first instead of taking turns with it (agents that think 20 µs a call on one server
-    // ran at one worker's speed, with a third of the host idle).
-    const bool join =
-        !lazy_handovers_ || !napped ||
-        progress_.load(std::memory_order_relaxed) - progress_at_nap <= kHeavyTakesPerNap;
+    // while it napped (the worker at work is held by a slow or blocked reply()), or, on a
+    // server hosting several agents, if the takes that ended lasted kHeavyTake or more on
+    // average (a second worker then computes beside the first instead of taking turns with it
+    // on one core: agents that thought 20 µs a call on one server ran at one worker's speed,
+    // with a third of the host idle); else it naps again, briefly, and leaves the core to that
+    // worker. Invariant: while an agent is queued or the receiver's role is vacant, either a
+    // worker that is not held comes back to them (the one that queued the agent or left the
+    // role does), or a follower naps briefly (kFollowerNap) and joins when the workers are
+    // held, or a follower in a long sleep is woken (wake_follower() wakes deep sleepers, and
+    // run_agent() at a busy period's start). A server whose short takes end more often than
+    // once a nap keeps its follower out: its other agents then wait for a mailbox's turn
+    // (kMailboxTurn calls), not for good. (progress_ may lose an increment, or even step
+    // back, when two workers store it at once: a difference that wraps reads as many takes,
+    // and the follower naps again, as before.)
+    bool join = !lazy_handovers_ || !napped;
+    if (!join) {
+      const std::uint64_t takes = progress_.load(std::memory_order_relaxed) - progress_at_nap;
+      join = takes == 0 ||
+             (hosts_several_agents() &&
+              takes <= static_cast<std::uint64_t>((Clock::now() - nap_began) / kHeavyTake));
+    }
     if (join) {
       const bool joined_from_nap = napped;
       napped = false;
@@ -349,6 +357,7 @@ void AgentServer::worker_loop() {
     const bool takes_ended = lazy_handovers_ && hosts_several_agents() &&
                              progress_.load(std::memory_order_relaxed) != progress_at_nap;
     progress_at_nap = progress_.load(std::memory_order_relaxed);
+    if (lazy_handovers_) nap_began = Clock::now();
     const std::uint32_t signal = work_signal_.load(std::memory_order_seq_cst);
     sleeping_followers_.fetch_add(1, std::memory_order_seq_cst);
     // SYNC POINT: seq_cst, the Dekker pair with run_agent()'s busy-period wake: either this

@@ -161,8 +161,8 @@ TEST(DistAgentTest, AgentsThatComputeOnOneServerRunInParallel) {
   // In rounds, each waited for: a worker that runs out of work between rounds used to stay
   // out for good while the other made progress.
   std::vector<Msg> from_a, from_b;
-  for (int round = 0; round < 40; ++round) {
-    for (int i = 0; i < 50; ++i) {
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 100; ++i) {
       from_a.push_back(a(Msg("u", "a")));
       from_b.push_back(b(Msg("u", "b")));
     }

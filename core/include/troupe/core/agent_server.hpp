@@ -181,8 +181,9 @@ class AgentServer {
   // Lazy hand-overs (worker_loop()): on a host of two cores or fewer, where a second busy
   // worker only takes turns with the first on the core the program leaves, agents made
   // runnable wake no follower; a follower joins when the working worker makes no progress for
-  // a nap (it is held by a slow or blocked reply()), or little (its calls are long enough for
-  // a second worker to compute beside it: kHeavyTakesPerNap, agent_server.cpp).
+  // a nap (it is held by a slow or blocked reply()), or, hosting several agents, when the
+  // takes that ended in the nap were long enough on average for a second worker to compute
+  // beside it (kHeavyTake, agent_server.cpp).
   bool lazy_handovers_ = false;
   // Takes of calls run so far (a change signal: plain stores, a lost increment is harmless).
   std::atomic<std::uint64_t> progress_{0};
