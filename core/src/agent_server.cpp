@@ -807,10 +807,7 @@ void AgentServer::run_agent(const AgentPtr& served) {
         }
       }
       served->in_hand.store(n - i - 1, std::memory_order_relaxed);
-      if (run_call(served, taken[i])) {
-        served->calls.store(served->calls.load(std::memory_order_relaxed) + 1,
-                            std::memory_order_relaxed);
-      }
+      run_call(served, taken[i]);
     }
     if (backlog) {
       served->take_limit =
@@ -822,12 +819,18 @@ void AgentServer::run_agent(const AgentPtr& served) {
   make_runnable(served);
 }
 
-bool AgentServer::run_call(const AgentPtr& served, ServedCall& call) {
+void AgentServer::run_call(const AgentPtr& served, ServedCall& call) {
   ServedClient& client = *call.client;
   const bool ran_call = call.kind == wire::Kind::Call || call.kind == wire::Kind::Observe;
+  if (ran_call) {
+    // Counted before its reply goes: a client that has the reply and then asks for the
+    // server's report finds the call counted (its request follows the reply it read).
+    served->calls.store(served->calls.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+  }
   if (ran_call && !served->agent) {
     send_error(client, call.call_id, served->build_error, wire::Kind::Refused);
-    return true;
+    return;
   }
   switch (call.kind) {
     case wire::Kind::Create:
@@ -887,7 +890,6 @@ bool AgentServer::run_call(const AgentPtr& served, ServedCall& call) {
     default:
       break;
   }
-  return ran_call;
 }
 
 void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {

@@ -115,9 +115,9 @@ class AgentServer {
   void handle_frame(const ClientPtr& client, const wire::Envelope& envelope,
                     std::size_t frame_bytes);
   void run_agent(const AgentPtr& agent);
-  // Runs one call taken from `agent`'s mailbox and sends its reply; true for a Call or an
-  // Observe (what the agent's call count counts).
-  bool run_call(const AgentPtr& agent, detail::ServedCall& call);
+  // Runs one call taken from `agent`'s mailbox and sends its reply; counts a Call or an
+  // Observe in the agent's calls, before the reply goes.
+  void run_call(const AgentPtr& agent, detail::ServedCall& call);
   // Runs the agent's constructor (on a worker, or before serving); on failure sets its
   // build_error and unlists it.
   void build(detail::ServedAgent& served);
