@@ -336,9 +336,9 @@ BENCHMARK(BM_TimedCallsInFlight)->Arg(1024)->UseRealTime()->MinTime(1.0);
 // Calls that must wait: each takes a pending input, so each goes through the agent's lane in
 // the flow graph (sequencer_node, serial function_node): 256 calls whose input is pending,
 // released at once by resolving it. Arg 0 is the baseline, the same calls with the input
-// ready (the direct path);
-// arg 1 times the release alone (the calls are issued with the clock paused); arg 2 times the
-// issuing too (each call admitted to the graph: its continuation, its lane's sequence).
+// ready (the direct path); arg 1 times the release alone (the calls are issued with the clock
+// paused); arg 2 times the issuing too (each call admitted to the graph: its continuation,
+// its lane's sequence).
 void BM_CallsThatWait(benchmark::State& state) {
   const bool wait = state.range(0) != 0;
   const bool time_issuing = state.range(0) == 2;

@@ -51,25 +51,22 @@ bool ResultState::expire_if_due() noexcept {
 }
 
 void ResultState::on_settled(std::function<void()> f) {
-  {
-    std::lock_guard lock(continuations_mutex_);
-    if (status_.load(std::memory_order_relaxed) == kPending) {
-      continuations_.push_back({.fn = nullptr, .context = nullptr, .callable = std::move(f)});
-      return;
-    }
-  }
-  f();
+  add_or_run({.fn = nullptr, .context = nullptr, .callable = std::move(f)});
 }
 
 void ResultState::on_settled(ContextFn fn, std::shared_ptr<void> context) {
+  add_or_run({.fn = fn, .context = std::move(context), .callable = nullptr});
+}
+
+void ResultState::add_or_run(Continuation continuation) {
   {
     std::lock_guard lock(continuations_mutex_);
     if (status_.load(std::memory_order_relaxed) == kPending) {
-      continuations_.push_back({.fn = fn, .context = std::move(context), .callable = nullptr});
+      continuations_.push_back(std::move(continuation));
       return;
     }
   }
-  fn(context);
+  continuation();
 }
 
 RescueStarter& thread_rescue_starter() noexcept {

@@ -828,8 +828,7 @@ TEST(DistAgentTest, AProgramIssuingCallsDeliversRepliesFromEveryServer) {
     to_a.push_back(a(x));
     to_b.push_back(b(x));
     if (to_a.front().ready() && to_b.front().ready()) break;
-    for (const auto until = Clock::now() + 50us; Clock::now() < until;) {
-    }
+    test::busy_for(50us);
   }
   EXPECT_TRUE(to_a.front().ready()) << "after " << to_a.size() << " pairs of calls";
   EXPECT_TRUE(to_b.front().ready()) << "after " << to_b.size() << " pairs of calls";

@@ -14,6 +14,8 @@
 #include <troupe/troupe.hpp>
 #include <vector>
 
+#include "support/test_support.hpp"
+
 namespace troupe::test {
 
 inline std::int64_t wall_ns() {
@@ -55,10 +57,7 @@ class Sleeper : public AgentBase {
   Msg reply(const std::vector<Msg>& xs) override {
     const std::int64_t start = wall_ns();
     if (kwargs().contains("busy_us")) {
-      const auto until = std::chrono::steady_clock::now() +
-                         std::chrono::microseconds(kwargs()["busy_us"].get<int>());
-      while (std::chrono::steady_clock::now() < until) {
-      }
+      busy_for(std::chrono::microseconds(kwargs()["busy_us"].get<int>()));
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(kwargs().value("sleep_ms", 100)));
     }

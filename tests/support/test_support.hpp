@@ -14,6 +14,14 @@ namespace troupe::test {
 
 using namespace std::chrono_literals;
 
+/// Keeps this thread on its core for `duration` (a computing agent, a pacing that must not
+/// sleep).
+inline void busy_for(std::chrono::nanoseconds duration) {
+  for (const auto until = std::chrono::steady_clock::now() + duration;
+       std::chrono::steady_clock::now() < until;) {
+  }
+}
+
 /// FNV-1a over bytes: the checksum stress tests carry in each message.
 inline std::uint64_t checksum(std::span<const std::byte> bytes) {
   std::uint64_t h = 1469598103934665603ULL;

@@ -129,6 +129,8 @@ class ResultState {
       }
     }
   };
+  // Keeps `continuation` until the state settles, or runs it now if it has.
+  void add_or_run(Continuation continuation);
   std::mutex continuations_mutex_;
   std::vector<Continuation> continuations_;  // guarded; emptied once settled
   ProgressDriver* driver_ = nullptr;
