@@ -268,6 +268,63 @@ TEST(SpscRingTest, ARecordIsPublishedByItsHeader) {
   EXPECT_TRUE(c.maybe_has_data());
 }
 
+// One terminator a publication: a batch's records leave the words after them alone until
+// publish() stores the one after the last; a lone record gets its own when it is written.
+TEST(SpscRingTest, ABatchIsTerminatedWhenPublished) {
+  constexpr std::size_t kCap = 4096;
+  LocalRing ring(kCap);
+  const std::uint64_t lookalike = make_header(16, RecordType::kMessage);
+  for (std::size_t i = 8; i < kCap; i += 8) std::memcpy(ring.data() + i, &lookalike, 8);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  auto word_at = [&](std::size_t at) {
+    std::uint64_t word;
+    std::memcpy(&word, ring.data() + at, sizeof word);
+    return word;
+  };
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(24, 1)));  // a 32-byte record at 0
+  EXPECT_EQ(word_at(32), 0u);  // the first record's terminator, stored at once
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(24, 2)));  // at 32
+  ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(24, 3)));  // at 64
+  EXPECT_EQ(word_at(96), lookalike);                             // not yet
+  p.publish();
+  EXPECT_EQ(word_at(96), 0u);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.try_take()) << i;
+  EXPECT_FALSE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
+// After a batch the consumer asks the shared tail before the header word at its head (the
+// line the producer is writing); the tail is only a hint, so a header published without its
+// tail (a producer that died between the two stores) is still seen, after a bounded number of
+// looks. After a lone record it looks at the header word at once.
+TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithoutIt) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(40, i)));
+  p.publish();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.try_take()) << i;
+  EXPECT_FALSE(c.try_take());  // caught up after a batch
+  c.publish_head();
+
+  const std::uint64_t tail_before = ring.control().tail.load();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 9)));
+  ring.control().tail.store(tail_before);  // the header is there, the hint is not
+  EXPECT_FALSE(c.has_data());              // the first look goes to the tail
+  int looks = 1;
+  while (!c.has_data()) {
+    ASSERT_LT(++looks, 100'000) << "a published header was never seen";
+  }
+  ASSERT_TRUE(c.try_take());
+  EXPECT_FALSE(c.try_take());  // caught up after one record: the header word, at once
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 10)));
+  ring.control().tail.store(tail_before);
+  EXPECT_TRUE(c.has_data());
+  ASSERT_TRUE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
 // The wake system call is made only for a side that flagged itself asleep: a publication or
 // a release with no sleeper leaves the signal word alone (a wake bumps it first).
 TEST(SpscRingTest, OnlyASleeperIsWoken) {
