@@ -24,7 +24,8 @@
 // The header is one 8-byte word (length in the low half, type in the high half, little-endian),
 // stored last and atomically: it publishes the record. The type is never 0, so a zero word is
 // "nothing here yet": the producer keeps a zero word after the last record it published (the
-// data area starts zeroed; the word after each new record is zeroed before its payload).
+// data area starts zeroed; each publication zeroes the word after its last record before it
+// stores the header that makes it visible).
 //
 // A record never wraps: when it does not fit before the end of the data area, the producer
 // fills the rest with one padding record (type kPadding, any length) and starts at index 0.
