@@ -318,10 +318,33 @@ TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithou
   }
   ASSERT_TRUE(c.try_take());
   EXPECT_FALSE(c.try_take());  // caught up after one record: the header word, at once
+  c.publish_head();
+  const std::uint64_t head = ring.control().head.load();
   ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 10)));
-  ring.control().tail.store(tail_before);
+  ring.control().tail.store(head);  // a tail that says "nothing new"
   EXPECT_TRUE(c.has_data());
   ASSERT_TRUE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
+// A lone record taken after a batch (no wait between) ends the watch: the next wait is a
+// round trip's, on the header word.
+TEST(SpscRingTest, ALoneRecordAfterABatchEndsTheTailWatch) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(40, i)));
+  p.publish();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.try_take()) << i;
+  EXPECT_FALSE(c.try_take());  // the watch starts
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 5)));
+  ASSERT_TRUE(c.try_take());   // taken at once, without a wait
+  EXPECT_FALSE(c.try_take());  // after one record: the watch ends
+  c.publish_head();
+  const std::uint64_t head = ring.control().head.load();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 6)));
+  ring.control().tail.store(head);
+  EXPECT_TRUE(c.has_data());  // the header word, at the first look
   EXPECT_FALSE(c.corrupt());
 }
 
@@ -373,6 +396,7 @@ TEST(SpscRingTest, BytesOfAnEarlierLapAreNeverReadAsARecord) {
       ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(1 + rng() % 200, round)));
     }
     EXPECT_FALSE(c.has_data());  // the batch's first header is held back
+    EXPECT_FALSE(c.try_take());  // (has_data() may have asked the tail: the header says so too)
     p.publish();
     for (std::size_t i = 0; i < n; ++i) ASSERT_TRUE(c.try_take()) << round << " " << i;
     EXPECT_FALSE(c.has_data()) << round;

@@ -1,8 +1,8 @@
 #pragma once
 // A single-producer single-consumer ring of variable-length records in shared memory (layout:
 // ring_layout.hpp). Aeron's record protocol: a record's header is its publication, so the
-// consumer reads only the lines that hold records, never the shared tail (other threads of its
-// process may, for a hint); rigtorp's cached head on the producer's side.
+// consumer reads the lines that hold records, and the shared tail only as a hint (while it waits
+// after a batch, see has_data()); rigtorp's cached head on the producer's side.
 //
 // Roles: one SpscRingProducer and one SpscRingConsumer per ring, usually in two processes. Only
 // one thread at a time may call a given producer's (or consumer's) methods; the owner of the
@@ -27,14 +27,16 @@
 //
 // One terminator a publication, not one a record: a store fewer per record, and no store into
 // the next record's line before the record's own. A publication's first record, which may stay
-// alone (a request, a reply), still gets its terminator in try_write(), so that the terminator's
-// line is fetched with the record's instead of delaying publish().
+// alone (a request, a reply), still gets its terminator in try_write() (unless a padding record
+// at the wrap came first), so that the terminator's line is fetched with the record's instead
+// of delaying publish().
 //
 // The shared tail is the producer's record of what it published: a hint for other threads of
 // the consumer's process (maybe_has_data()), for a consumer that just took a batch (has_data()
 // says why), and where a producer taking over the ring starts looking for the end. No one
-// synchronises on it: a record costs the consumer the transfer of its own lines, and the
-// consumer never writes to the data area.
+// synchronises on it. A record costs the consumer the transfer of its own lines (and, after a
+// batch, of the tail's line while it waits for the next), and the consumer never writes to the
+// data area.
 //
 // Sleeper handshake (data; space is the mirror image) — an asymmetric Dekker. The consumer,
 // finding the ring empty, before it sleeps:
@@ -337,7 +339,8 @@ class SpscRingConsumer {
       const std::uint64_t word = peek(std::memory_order_acquire);
       if (word == 0) {
         // Caught up after a batch: the producer is likely writing the next one right here.
-        if (burst_ > 1) tail_watches_ = kTailWatches;
+        // After a lone record: a round trip, where the header word answers soonest.
+        tail_watches_ = burst_ > 1 ? kTailWatches : 0;
         burst_ = 0;
         return std::nullopt;
       }
