@@ -6,6 +6,8 @@
 //   Stream/<size>/*   messages/s from a producer child to the parent, 64 B, 1 KiB and 64 KiB.
 //                     TroupeRing/record/* carries <size> - 8 bytes, so that the record with its
 //                     8-byte header has the raw ring's slot size.
+//   ChannelCost/*     what ShmChannel adds to its ring, one thread writing and taking back
+//                     64-byte frames in batches (time per frame).
 //   Oversub8/*        8 echo children against one parent on this 2-core machine, 8 requests in
 //                     flight per child (round trips/s).
 //
@@ -907,6 +909,58 @@ void stream_boost_lockfree(benchmark::State& state, std::size_t batch) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. What a channel adds to its ring, in one thread (no second core, no transfer between
+// caches): 64-byte frames written 32 to a publication and taken back 8192 at a time, through
+// ShmChannel::send/flush/poll or through the bare ring underneath. Time per frame.
+
+constexpr std::size_t kCostFrames = 8192;  // frames between two takes: ~590 KiB of a 1 MiB ring
+
+void cost_troupe_ring(benchmark::State& state) {
+  TroupeRings rings(1, kStreamRingBytes);
+  shm::SpscRingProducer producer = rings.producer(0);
+  shm::SpscRingConsumer consumer = rings.consumer(0);
+  Source<64> source;
+  std::uint64_t seq = 0, expected = 0;
+  for (auto _ : state) {
+    if (!producer.try_write(shm::RecordType::kMessage, source.bytes(source.message(seq, kBatch)))) {
+      fail("ring full");
+    }
+    if (++seq % kBatch == 0) producer.publish();
+    if (seq % kCostFrames == 0) {
+      while (const auto record = consumer.try_take()) check(record->payload, 64, expected++);
+      consumer.publish_head();
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void cost_shm_channel(benchmark::State& state) {
+  guarded(state, [&] {
+    auto client =
+        shm::ShmChannel::create(shm::unique_segment_name("bench-cost"), shm::ChannelSide::kClient,
+                                {.ring_bytes = kStreamRingBytes});
+    auto server = shm::ShmChannel::attach(client->name(), shm::ChannelSide::kServer);
+    Source<64> source;
+    const Deadline give_up = Clock::now() + kGiveUp;
+    std::uint64_t seq = 0, expected = 0;
+    std::error_code ec;
+    for (auto _ : state) {
+      const bool flush = ++seq % kBatch == 0;
+      if (server->send(source.bytes(source.message(seq - 1, kBatch)), give_up, flush)) {
+        fail("send");
+      }
+      if (seq % kCostFrames == 0) {
+        while (client->poll([&](troupe::FrameBytes f) { check(f, 64, expected++); }, kCostFrames,
+                            troupe::kNoWait, ec) != 0) {
+        }
+      }
+    }
+    state.SetItemsProcessed(state.iterations());
+    client->close();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Oversubscription: 8 echo children and the parent on 2 cores, 8 requests in flight per
 // child. The parent serves whichever replies are there, sending a new request for each; an
 // iteration is one round trip.
@@ -1313,6 +1367,7 @@ class RatioReporter final : public benchmark::ConsoleReporter {
       list.push_back({s + "RawRing/each", {s + "BoostLockfree/each"}, false, {}});
       list.push_back({s + "RawRing/batch32", {s + "BoostLockfree/bulk32"}, false, {}});
     }
+    list.push_back({"ChannelCost/ShmChannel", {"ChannelCost/TroupeRing"}, true, {}});
     const std::vector<std::string> raw = {"Oversub8/RawRing/spin", "Oversub8/RawRing/yield",
                                           "Oversub8/RawRing/futex"};
     list.push_back({"Oversub8/TroupeRing/adaptive", raw, false, 0.50});
@@ -1402,6 +1457,10 @@ void register_benchmarks() {
   stream_group.operator()<64>("64B");
   stream_group.operator()<1024>("1KiB");
   stream_group.operator()<64 * 1024>("64KiB");
+  groups.push_back({
+      {"ChannelCost/TroupeRing", cost_troupe_ring},
+      {"ChannelCost/ShmChannel", cost_shm_channel},
+  });
   groups.push_back({
       {"Oversub8/RawRing/spin", [](State& s) { oversub_raw_ring(s, RawWait::kSpin); }},
       {"Oversub8/RawRing/yield", [](State& s) { oversub_raw_ring(s, RawWait::kYield); }},
