@@ -294,6 +294,23 @@ TEST(SpscRingTest, ABatchIsTerminatedWhenPublished) {
   EXPECT_FALSE(c.corrupt());
 }
 
+// Publishes four records as one batch and takes them: the consumer then watches the tail.
+void take_a_batch(SpscRingProducer& p, SpscRingConsumer& c) {
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(40, i)));
+  p.publish();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.try_take()) << i;
+  EXPECT_FALSE(c.try_take());  // caught up after a batch
+  c.publish_head();
+}
+
+// Publishes one record, then puts the shared tail back to the consumer's released head: a
+// header the tail does not tell of.
+void push_behind_the_tail(LocalRing& ring, SpscRingProducer& p, int seed) {
+  const std::uint64_t head = ring.control().head.load();
+  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, seed)));
+  ring.control().tail.store(head);
+}
+
 // After a batch the consumer asks the shared tail before the header word at its head (the
 // line the producer is writing); the tail is only a hint, so a header published without its
 // tail (a producer that died between the two stores) is still seen, after a bounded number of
@@ -302,16 +319,9 @@ TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithou
   LocalRing ring(4096);
   auto p = ring.producer();
   auto c = ring.consumer();
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(40, i)));
-  p.publish();
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.try_take()) << i;
-  EXPECT_FALSE(c.try_take());  // caught up after a batch
-  c.publish_head();
-
-  const std::uint64_t tail_before = ring.control().tail.load();
-  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 9)));
-  ring.control().tail.store(tail_before);  // the header is there, the hint is not
-  EXPECT_FALSE(c.has_data());              // the first look goes to the tail
+  ASSERT_NO_FATAL_FAILURE(take_a_batch(p, c));
+  ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 9));
+  EXPECT_FALSE(c.has_data());  // the first look goes to the tail
   int looks = 1;
   while (!c.has_data()) {
     ASSERT_LT(++looks, 100'000) << "a published header was never seen";
@@ -319,9 +329,7 @@ TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithou
   ASSERT_TRUE(c.try_take());
   EXPECT_FALSE(c.try_take());  // caught up after one record: the header word, at once
   c.publish_head();
-  const std::uint64_t head = ring.control().head.load();
-  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 10)));
-  ring.control().tail.store(head);  // a tail that says "nothing new"
+  ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 10));
   EXPECT_TRUE(c.has_data());
   ASSERT_TRUE(c.try_take());
   EXPECT_FALSE(c.corrupt());
@@ -333,17 +341,12 @@ TEST(SpscRingTest, ALoneRecordAfterABatchEndsTheTailWatch) {
   LocalRing ring(4096);
   auto p = ring.producer();
   auto c = ring.consumer();
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(40, i)));
-  p.publish();
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.try_take()) << i;
-  EXPECT_FALSE(c.try_take());  // the watch starts
+  ASSERT_NO_FATAL_FAILURE(take_a_batch(p, c));
   ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 5)));
   ASSERT_TRUE(c.try_take());   // taken at once, without a wait
   EXPECT_FALSE(c.try_take());  // after one record: the watch ends
   c.publish_head();
-  const std::uint64_t head = ring.control().head.load();
-  ASSERT_TRUE(p.try_push(RecordType::kMessage, bytes(40, 6)));
-  ring.control().tail.store(head);
+  ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 6));
   EXPECT_TRUE(c.has_data());  // the header word, at the first look
   EXPECT_FALSE(c.corrupt());
 }
