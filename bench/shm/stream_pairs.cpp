@@ -1,8 +1,9 @@
 // Batched 64-byte streams, measured in short alternating runs so that each ratio compares runs
 // made in the same state of this VM. spsc_ring_bench runs each case three times for half a
 // second; its ratios for these streams swing from 0.1x to 3x when the VM changes state (every few
-// seconds, for reasons outside it). Here every round runs the raw ring, then each subject, then
-// the raw ring again, each for a fixed number of messages (tens of milliseconds); a round whose
+// seconds, for reasons outside it). Here every round runs the raw ring, then each subject (in
+// turn forwards and backwards), then the raw ring again, each for a fixed number of messages
+// (tens of milliseconds); a round whose
 // two raw-ring runs differ by more than 30% saw the state change and is left out. The figures
 // are the medians over the rounds kept, with their 10th and 90th percentiles.
 //
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "support/raw_ring.hpp"
+#include "support/stall_guard.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/shm/spsc_ring.hpp"
@@ -123,15 +125,18 @@ double raw_ring(std::uint64_t count) {
       },
       [&] {
         RawConsumer<64> consumer = rings.consumer(0);
+        StallGuard stall;
         std::uint64_t expected = 0;
         while (expected < count) {
           while (const std::byte* m = consumer.front()) {
             check(m, 64, expected++);
             consumer.pop();
             if (consumer.unreleased() >= kSlots / 4) consumer.release();
+            stall.progress();
           }
           consumer.release();
           troupe::cpu_relax();
+          stall.idle();
         }
         return expected;
       });
@@ -160,16 +165,21 @@ double troupe_ring(std::uint64_t count) {
       },
       [&] {
         shm::SpscRingConsumer consumer(control, data);
+        StallGuard stall;
         std::uint64_t expected = 0;
         while (expected < count) {
           while (const auto record = consumer.try_take()) {
             if (record->payload.size() != N) fail("a record of the wrong size");
             check(record->payload.data(), N, expected++);
             if (consumer.unreleased_bytes() >= kRingBytes / 4) consumer.publish_head();
+            stall.progress();
           }
           if (consumer.corrupt()) fail("the ring broke the record protocol");
           consumer.publish_head();
-          while (expected < count && !consumer.has_data()) troupe::cpu_relax();
+          while (expected < count && !consumer.has_data()) {
+            troupe::cpu_relax();
+            stall.idle();
+          }
         }
         return expected;
       });
@@ -192,25 +202,33 @@ double boost_bulk(std::uint64_t count) {
         }
       },
       [&] {
+        StallGuard stall;
         std::uint64_t expected = 0;
         while (expected < count) {
           if (queue.consume_all([&](const Message<64>& m) { check(m.bytes, 64, expected++); }) ==
               0) {
             troupe::cpu_relax();
+            stall.idle();
+          } else {
+            stall.progress();
           }
         }
         return expected;
       });
 }
 
+/// The `q` quantile of `values` (sorted here), by the nearest rank below.
+double quantile(std::vector<double>& values, double q) {
+  std::sort(values.begin(), values.end());
+  return values[static_cast<std::size_t>(q * static_cast<double>(values.size() - 1))];
+}
+
 struct Figures {
   std::vector<double> ratios;
   void print(const char* what) {
     if (ratios.empty()) return;
-    std::sort(ratios.begin(), ratios.end());
-    auto at = [&](double q) { return ratios[static_cast<std::size_t>(q * (ratios.size() - 1))]; };
-    std::printf("  %-44s %5.2fx  (p10 %.2f, p90 %.2f, %zu rounds)\n", what, at(0.5), at(0.1),
-                at(0.9), ratios.size());
+    std::printf("  %-48s %5.2fx  (p10 %.2f, p90 %.2f, %zu rounds)\n", what, quantile(ratios, 0.5),
+                quantile(ratios, 0.1), quantile(ratios, 0.9), ratios.size());
   }
 };
 
@@ -225,10 +243,19 @@ int main(int argc, char** argv) try {
   std::vector<double> raw_ns;
   int left_out = 0;
   for (int round = 0; round < rounds; ++round) {
+    // The subjects between two raw-ring runs, in turn forwards and backwards so that none
+    // always runs next to the same one.
     const double raw_before = raw_ring(count);
-    const double t64 = troupe_ring<64>(count);
-    const double b = boost_bulk(count);
-    const double r64 = troupe_ring<56>(count);
+    double t64 = 0, b = 0, r64 = 0;
+    if (round % 2 == 0) {
+      t64 = troupe_ring<64>(count);
+      b = boost_bulk(count);
+      r64 = troupe_ring<56>(count);
+    } else {
+      r64 = troupe_ring<56>(count);
+      b = boost_bulk(count);
+      t64 = troupe_ring<64>(count);
+    }
     const double raw_after = raw_ring(count);
     if (std::max(raw_before, raw_after) > kStateChange * std::min(raw_before, raw_after)) {
       ++left_out;
@@ -247,9 +274,9 @@ int main(int argc, char** argv) try {
       "VM changed state)\n",
       static_cast<unsigned long long>(count), rounds, left_out);
   if (raw_ns.empty()) return 1;
-  std::sort(raw_ns.begin(), raw_ns.end());
+  const double raw_median = quantile(raw_ns, 0.5);
   std::printf("raw ring: median %.1f ns a message (%.0f M/s)\nrates, subject / baseline:\n",
-              raw_ns[raw_ns.size() / 2], 1e3 / raw_ns[raw_ns.size() / 2]);
+              raw_median, 1e3 / raw_median);
   troupe64.print("troupe ring, 64 B payload / raw ring");
   record64.print("troupe ring, 64-byte records / raw ring");
   boost.print("boost bulk push / raw ring");
