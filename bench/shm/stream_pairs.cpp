@@ -43,7 +43,7 @@ namespace shm = troupe::shm;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kBatch = 32;
-constexpr std::size_t kRingBytes = 1024 * 1024;
+constexpr std::size_t kRingBytes = std::size_t{1} << 20;
 constexpr double kStateChange = 1.3;  ///< raw-ring runs of one round further apart: left out
 
 /// A message of N bytes with its sequence number in its first and last 8 bytes.
