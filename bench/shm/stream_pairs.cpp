@@ -10,9 +10,13 @@
 // Subjects, each sending 32 messages a publication, a child process producing, this one
 // consuming and checking each message's sequence number (its first and last 8 bytes):
 //   raw ring      support/raw_ring.hpp: 64-byte slots, both sides spinning (the baseline)
-//   troupe 64 B   SpscRingProducer/Consumer, 64-byte payloads (72-byte records)
+//   troupe 64 B   SpscRingProducer/Consumer, 64-byte payloads (72-byte records), 32 records
+//                 appended as one RecordBatch (stamped in place, as Boost's array is)
 //   troupe rec64  the same with 56-byte payloads (64-byte records, the raw ring's slot size)
+//   troupe each   64-byte payloads written record by record (try_write), published every 32
 //   boost bulk    Boost.Lockfree spsc_queue of 64-byte elements, bulk push of 32, consume_all
+//   boost bulk72  the same with 72-byte elements: the bytes a Troupe record of a 64-byte
+//                 payload takes, so that ring designs compare at equal bytes a message
 //
 //   build/release/bench/stream_pairs [rounds = 25] [messages a run = 2000000]
 #include <algorithm>
@@ -34,6 +38,7 @@
 #include "support/stall_guard.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
+#include "troupe/shm/record_batch.hpp"
 #include "troupe/shm/spsc_ring.hpp"
 
 namespace {
@@ -46,22 +51,25 @@ constexpr std::size_t kBatch = 32;
 constexpr std::size_t kRingBytes = std::size_t{1} << 20;
 constexpr double kStateChange = 1.3;  ///< raw-ring runs of one round further apart: left out
 
-/// A message of N bytes with its sequence number in its first and last 8 bytes.
-template <std::size_t N>
-struct alignas(64) Message {
+/// A message of N bytes with its sequence number in its first and last 8 bytes; each starts a
+/// cache line, unless packed (Boost's bulk push of 72-byte elements copies them contiguous).
+template <std::size_t N, std::size_t Align = 64>
+struct alignas(Align) Message {
   std::byte bytes[N];
 };
 
+/// Stamps a message of `size` bytes at `at` with `seq`.
+void stamp(std::byte* at, std::size_t size, std::uint64_t seq) noexcept {
+  std::memcpy(at, &seq, 8);
+  std::memcpy(at + size - 8, &seq, 8);
+}
+
 /// The producer's 32 messages, stamped a batch at a time (as Boost's bulk push needs them).
-template <std::size_t N>
+template <std::size_t N, std::size_t Align = 64>
 struct Batch {
-  Message<N> messages[kBatch] = {};
+  Message<N, Align> messages[kBatch] = {};
   void stamp(std::uint64_t first) noexcept {
-    for (std::size_t i = 0; i < kBatch; ++i) {
-      const std::uint64_t seq = first + i;
-      std::memcpy(messages[i].bytes, &seq, 8);
-      std::memcpy(messages[i].bytes + N - 8, &seq, 8);
-    }
+    for (std::size_t i = 0; i < kBatch; ++i) ::stamp(messages[i].bytes, N, first + i);
   }
 };
 
@@ -142,8 +150,12 @@ double raw_ring(std::uint64_t count) {
       });
 }
 
+/// How the Troupe producer writes a batch: one RecordBatch appended in one copy, or record by
+/// record.
+enum class Writes { kBulk, kEach };
+
 template <std::size_t N>
-double troupe_ring(std::uint64_t count) {
+double troupe_ring(std::uint64_t count, Writes writes) {
   SharedMapping mapping(sizeof(shm::RingControl) + kRingBytes);
   auto& control = *new (mapping.at(0)) shm::RingControl{};
   shm::initialize_ring(control, kRingBytes);
@@ -151,6 +163,20 @@ double troupe_ring(std::uint64_t count) {
   return timed_stream(
       [&] {
         shm::SpscRingProducer producer(control, data);
+        if (writes == Writes::kBulk) {
+          shm::RecordBatch records(kBatch * shm::record_size(N));
+          std::byte* payloads[kBatch];
+          for (auto& payload : payloads) payload = records.add(shm::RecordType::kMessage, N);
+          for (std::uint64_t seq = 0; seq < count; seq += kBatch) {
+            for (std::size_t i = 0; i < kBatch; ++i) stamp(payloads[i], N, seq + i);
+            while (!producer.try_append(records)) {
+              producer.publish();
+              troupe::cpu_relax();
+            }
+            producer.publish();
+          }
+          return;
+        }
         Batch<N> batch;
         for (std::uint64_t seq = 0; seq < count; seq += kBatch) {
           batch.stamp(seq);
@@ -185,14 +211,18 @@ double troupe_ring(std::uint64_t count) {
       });
 }
 
+/// Boost's queue of N-byte elements (packed unless N is a multiple of a line), bulk pushes.
+template <std::size_t N>
 double boost_bulk(std::uint64_t count) {
-  using Queue =
-      boost::lockfree::spsc_queue<Message<64>, boost::lockfree::capacity<kRingBytes / 64>>;
+  constexpr std::size_t kAlign = N % 64 == 0 ? 64 : 8;
+  using Element = Message<N, kAlign>;
+  static_assert(sizeof(Element) == N);
+  using Queue = boost::lockfree::spsc_queue<Element, boost::lockfree::capacity<kRingBytes / N>>;
   SharedMapping mapping(sizeof(Queue));
   auto& queue = *new (mapping.at(0)) Queue();
   return timed_stream(
       [&] {
-        Batch<64> batch;
+        Batch<N, kAlign> batch;
         for (std::uint64_t seq = 0; seq < count; seq += kBatch) {
           batch.stamp(seq);
           for (std::size_t pushed = 0; pushed < kBatch;) {
@@ -205,8 +235,7 @@ double boost_bulk(std::uint64_t count) {
         StallGuard stall;
         std::uint64_t expected = 0;
         while (expected < count) {
-          if (queue.consume_all([&](const Message<64>& m) { check(m.bytes, 64, expected++); }) ==
-              0) {
+          if (queue.consume_all([&](const Element& m) { check(m.bytes, N, expected++); }) == 0) {
             troupe::cpu_relax();
             stall.idle();
           } else {
@@ -227,7 +256,7 @@ struct Figures {
   std::vector<double> ratios;
   void print(const char* what) {
     if (ratios.empty()) return;
-    std::printf("  %-48s %5.2fx  (p10 %.2f, p90 %.2f, %zu rounds)\n", what, quantile(ratios, 0.5),
+    std::printf("  %-52s %5.2fx  (p10 %.2f, p90 %.2f, %zu rounds)\n", what, quantile(ratios, 0.5),
                 quantile(ratios, 0.1), quantile(ratios, 0.9), ratios.size());
   }
 };
@@ -239,35 +268,48 @@ int main(int argc, char** argv) try {
   const std::uint64_t count =
       (argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 2'000'000) / kBatch * kBatch;
   if (rounds <= 0 || count == 0) fail("usage: stream_pairs [rounds > 0] [messages >= 32]");
-  Figures troupe64, record64, boost, troupe_vs_boost, record_vs_boost;
+  // Rates, subject / baseline (higher is better).
+  struct Pair {
+    const char* what;
+    std::string subject, baseline;
+    Figures figures{};
+  };
+  std::vector<Pair> pairs = {
+      {"troupe ring, 64 B payload / raw ring", "troupe64", "raw"},
+      {"troupe ring, 64-byte records / raw ring", "rec64", "raw"},
+      {"troupe ring, written record by record / raw ring", "each64", "raw"},
+      {"boost bulk push / raw ring", "boost64", "raw"},
+      {"boost bulk push, 72-byte elements / raw ring", "boost72", "raw"},
+      {"troupe ring, 64 B payload / boost bulk push", "troupe64", "boost64"},
+      {"troupe ring, 64-byte records / boost bulk push", "rec64", "boost64"},
+      {"troupe ring, 64 B payload / boost, 72-byte elements", "troupe64", "boost72"},
+  };
+  const std::vector<std::pair<std::string, std::function<double()>>> subjects = {
+      {"troupe64", [&] { return troupe_ring<64>(count, Writes::kBulk); }},
+      {"rec64", [&] { return troupe_ring<56>(count, Writes::kBulk); }},
+      {"each64", [&] { return troupe_ring<64>(count, Writes::kEach); }},
+      {"boost64", [&] { return boost_bulk<64>(count); }},
+      {"boost72", [&] { return boost_bulk<72>(count); }},
+  };
   std::vector<double> raw_ns;
   int left_out = 0;
   for (int round = 0; round < rounds; ++round) {
     // The subjects between two raw-ring runs, in turn forwards and backwards so that none
     // always runs next to the same one.
+    std::map<std::string, double> ns;
     const double raw_before = raw_ring(count);
-    double t64 = 0, b = 0, r64 = 0;
-    if (round % 2 == 0) {
-      t64 = troupe_ring<64>(count);
-      b = boost_bulk(count);
-      r64 = troupe_ring<56>(count);
-    } else {
-      r64 = troupe_ring<56>(count);
-      b = boost_bulk(count);
-      t64 = troupe_ring<64>(count);
+    for (std::size_t i = 0; i < subjects.size(); ++i) {
+      const auto& [name, run] = subjects[round % 2 == 0 ? i : subjects.size() - 1 - i];
+      ns[name] = run();
     }
     const double raw_after = raw_ring(count);
     if (std::max(raw_before, raw_after) > kStateChange * std::min(raw_before, raw_after)) {
       ++left_out;
       continue;
     }
-    const double raw = (raw_before + raw_after) / 2;
-    raw_ns.push_back(raw);
-    troupe64.ratios.push_back(raw / t64);  // rates: higher is better
-    record64.ratios.push_back(raw / r64);
-    boost.ratios.push_back(raw / b);
-    troupe_vs_boost.ratios.push_back(b / t64);
-    record_vs_boost.ratios.push_back(b / r64);
+    ns["raw"] = (raw_before + raw_after) / 2;
+    raw_ns.push_back(ns["raw"]);
+    for (Pair& pair : pairs) pair.figures.ratios.push_back(ns[pair.baseline] / ns[pair.subject]);
   }
   std::printf(
       "Batched streams (32 a publication), %llu messages a run, %d rounds (%d left out: the "
@@ -277,11 +319,7 @@ int main(int argc, char** argv) try {
   const double raw_median = quantile(raw_ns, 0.5);
   std::printf("raw ring: median %.1f ns a message (%.0f M/s)\nrates, subject / baseline:\n",
               raw_median, 1e3 / raw_median);
-  troupe64.print("troupe ring, 64 B payload / raw ring");
-  record64.print("troupe ring, 64-byte records / raw ring");
-  boost.print("boost bulk push / raw ring");
-  troupe_vs_boost.print("troupe ring, 64 B payload / boost bulk push");
-  record_vs_boost.print("troupe ring, 64-byte records / boost bulk push");
+  for (Pair& pair : pairs) pair.figures.print(pair.what);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "stream_pairs: %s\n", e.what());

@@ -10,6 +10,7 @@
 
 #include "shm/ring_fixture.hpp"
 #include "support/test_support.hpp"
+#include "troupe/shm/record_batch.hpp"
 #include "troupe/shm/spsc_ring.hpp"
 #include "troupe/shm/wait_strategy.hpp"
 
@@ -26,10 +27,11 @@ struct StressResult {
   std::atomic<bool> oversubscribed{false};       ///< a waiter judged the CPU oversubscribed
 };
 
-// Producer thread pushes `count` checksummed messages (batches of up to `batch`), consumer
+// Producer thread pushes `count` checksummed messages (batches of up to `batch`, written one by
+// one, or with `append_batches` gathered in a RecordBatch and appended in one copy), consumer
 // checks them; both wait with `policy` when the ring is full / empty.
 void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count,
-                std::size_t max_size, int batch, WaitPolicy policy) {
+                std::size_t max_size, int batch, WaitPolicy policy, bool append_batches = false) {
   LocalRing ring(capacity);
   std::barrier start(2);
   const auto deadline = Clock::now() + std::chrono::seconds(120);
@@ -38,22 +40,46 @@ void run_stress(StressResult& result, std::size_t capacity, std::uint64_t count,
     AdaptiveWaiter waiter(policy);
     std::mt19937_64 rng(42);
     start.arrive_and_wait();
-    for (std::uint64_t seq = 0; seq < count; ++seq) {
-      auto msg = troupe::test::make_message(seq, 16 + rng() % (max_size - 15), rng);
-      while (!p.try_write(RecordType::kMessage, msg)) {
+    // Waits until `write()` succeeds, for room for `payload` bytes; false when it gave up.
+    auto write_or_wait = [&](auto&& write, std::size_t payload) {
+      while (!write()) {
         p.publish();
-        auto ec = waiter.wait([&] { return p.has_space_for(msg.size()); },
+        auto ec = waiter.wait([&] { return p.has_space_for(payload); },
                               [&](auto slice) {
-                                if (!p.sleep_for_space(msg.size(), slice)) {
+                                if (!p.sleep_for_space(payload, slice)) {
                                   result.sleep_timeouts.fetch_add(1);
                                 }
                               },
                               [] { return std::error_code{}; }, deadline);
         if (waiter.oversubscribed()) result.oversubscribed.store(true);
-        if (ec) return;
+        if (ec) return false;
       }
-      if (static_cast<int>(seq % batch) == batch - 1) p.publish();
+      return true;
+    };
+    RecordBatch gathered(p.max_batch_bytes());
+    auto append_gathered = [&] {
+      const bool ok = write_or_wait([&] { return p.try_append(gathered); },
+                                    gathered.bytes().size() - 8);  // as one record's payload
+      gathered.clear();
+      return ok;
+    };
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+      auto msg = troupe::test::make_message(seq, 16 + rng() % (max_size - 15), rng);
+      if (append_batches) {
+        if (!gathered.append(RecordType::kMessage, msg)) {
+          if (!append_gathered()) return;
+          ASSERT_TRUE(gathered.append(RecordType::kMessage, msg));
+        }
+      } else if (!write_or_wait([&] { return p.try_write(RecordType::kMessage, msg); },
+                                msg.size())) {
+        return;
+      }
+      if (static_cast<int>(seq % batch) == batch - 1) {
+        if (!gathered.empty() && !append_gathered()) return;
+        p.publish();
+      }
     }
+    if (!gathered.empty() && !append_gathered()) return;
     p.publish();
   });
   auto c = ring.consumer();
@@ -92,6 +118,14 @@ TEST(SpscRingConcurrentTest, SpinningTwoThreadsNoLossNoReorder) {
 TEST(SpscRingConcurrentTest, BatchedPublicationSmallRing) {
   StressResult r;
   run_stress(r, 4096, 400'000, 1500, 32, WaitPolicy{});
+  EXPECT_EQ(r.received, 400'000u);
+  EXPECT_EQ(r.corrupt, 0u);
+  EXPECT_EQ(r.out_of_order, 0u);
+}
+
+TEST(SpscRingConcurrentTest, AppendedBatchesNoLossNoReorder) {
+  StressResult r;
+  run_stress(r, 1 << 14, 400'000, 700, 32, WaitPolicy{}, /*append_batches=*/true);
   EXPECT_EQ(r.received, 400'000u);
   EXPECT_EQ(r.corrupt, 0u);
   EXPECT_EQ(r.out_of_order, 0u);

@@ -23,7 +23,9 @@
 // holding back the header of the first one; publish() stores the terminator after the last
 // one, then that held-back header, which makes the whole run visible (the consumer reaches the
 // later headers and the terminator only through it, and its acquire covers their relaxed
-// stores). The consumer releases space in batches (publish_head()).
+// stores). try_append() appends a RecordBatch (records laid out in private memory) the same
+// way in one copy: a batched stream's producer then stores full lines instead of a record's
+// pieces (record_batch.hpp). The consumer releases space in batches (publish_head()).
 //
 // One terminator a publication, not one a record: a store fewer per record, and no store into
 // the next record's line before the record's own. A publication's first record, which may stay
@@ -70,6 +72,7 @@
 #include <span>
 
 #include "troupe/shm/futex.hpp"
+#include "troupe/shm/record_batch.hpp"
 #include "troupe/shm/ring_layout.hpp"
 
 namespace troupe::shm {
@@ -175,23 +178,8 @@ class SpscRingProducer {
     const std::size_t payload = first.size() + second.size();
     assert(payload <= max_payload());
     const std::size_t size = record_size(payload);
-    const std::size_t index = tail_ & (capacity_ - 1);
-    const std::size_t to_end = capacity_ - index;
-    // A record that does not fit before the end needs a padding record first. Since size is at
-    // most capacity / 2, one of the two always fits in an empty ring, with its terminator.
-    const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
-    if (tail_ + needed - head_cache_ > capacity_ || broken_) {
-      // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
-      // before it are read, and may be overwritten.
-      head_cache_ = ring_->head.load(std::memory_order_acquire);
-      if (tail_ + needed - head_cache_ > capacity_ || broken_) return false;
-    }
-    std::byte* at = data_ + index;
-    if (size > to_end) {
-      write_header(at, make_header(to_end - sizeof(std::uint64_t), RecordType::kPadding));
-      tail_ += to_end;
-      at = data_;
-    }
+    std::byte* at = reserve(size);
+    if (at == nullptr) return false;
     if (tail_ == published_) {
       // The first record of a publication, which may stay alone (a request, a reply): its
       // terminator goes now, so that fetching the line after it overlaps with fetching its own
@@ -205,6 +193,33 @@ class SpscRingProducer {
     }
     write_header(at, make_header(payload, type));
     tail_ += size;
+    return true;
+  }
+
+  /// The most bytes of records one try_append() takes: half the ring, as a record.
+  std::size_t max_batch_bytes() const noexcept { return record_size(max_payload()); }
+
+  /// Appends a batch of records in one copy (record_batch.hpp says why), without publishing
+  /// them: as try_write() for each, in order. Returns false, writing nothing, when the ring
+  /// lacks space now. Precondition: batch.bytes().size() <= max_batch_bytes().
+  bool try_append(const RecordBatch& batch) noexcept {
+    const std::span<const std::byte> records = batch.bytes();
+    assert(records.size() <= max_batch_bytes());
+    if (records.empty()) return true;
+    std::byte* at = reserve(records.size());
+    if (at == nullptr) return false;
+    if (tail_ == published_) {
+      // The first header is held back, as try_write() holds back a publication's first: the
+      // word at `at` stays the terminator (zero) until publish().
+      std::memcpy(&held_back_, records.data(), sizeof held_back_);
+      std::memcpy(at + sizeof held_back_, records.data() + sizeof held_back_,
+                  records.size() - sizeof held_back_);
+    } else {
+      // Its headers are plain stores, as try_write()'s later ones are relaxed: the consumer
+      // reads them only after acquiring the held-back header that publish() stores.
+      std::memcpy(at, records.data(), records.size());
+    }
+    tail_ += records.size();
     return true;
   }
 
@@ -273,6 +288,29 @@ class SpscRingProducer {
   }
 
  private:
+  /// Where `size` bytes of records go, after a padding record at the wrap if they do not fit
+  /// before the end; nullptr when the ring lacks space now (nothing is written then).
+  std::byte* reserve(std::size_t size) noexcept {
+    const std::size_t index = tail_ & (capacity_ - 1);
+    const std::size_t to_end = capacity_ - index;
+    // Records that do not fit before the end need a padding record first. Since size is at
+    // most capacity / 2, one of the two always fits in an empty ring, with its terminator.
+    const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
+    if (tail_ + needed - head_cache_ > capacity_ || broken_) {
+      // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
+      // before it are read, and may be overwritten.
+      head_cache_ = ring_->head.load(std::memory_order_acquire);
+      if (tail_ + needed - head_cache_ > capacity_ || broken_) return nullptr;
+    }
+    std::byte* at = data_ + index;
+    if (size > to_end) {
+      write_header(at, make_header(to_end - sizeof(std::uint64_t), RecordType::kPadding));
+      tail_ += to_end;
+      at = data_;
+    }
+    return at;
+  }
+
   bool fits(std::size_t payload) const noexcept {
     const std::size_t size = record_size(payload);
     const std::size_t to_end = capacity_ - (tail_ & (capacity_ - 1));
