@@ -117,6 +117,68 @@ TEST(ShmChannelTest, UnflushedFramesWaitForFlush) {
   EXPECT_EQ(receive(*server, 5, Clock::now() + 5s).size(), 5u);
 }
 
+// Unflushed frames are gathered and appended in one copy at the next flush or flushing send;
+// order holds across gathered frames, frames written directly (too large to gather, or past the
+// ring's free space) and fragmented ones, with a reader draining the ring meanwhile.
+TEST(ShmChannelTest, GatheredFramesKeepTheirOrderWithEveryOtherKind) {
+  constexpr std::size_t kRing = 1 << 13;  // gathers up to 2 KiB
+  constexpr std::uint64_t kCount = 30'000;
+  auto client = make_client(kRing);
+  auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+  std::vector<std::uint64_t> got;
+  std::thread reader([&] { got = receive(*server, kCount, Clock::now() + 120s); });
+  std::mt19937_64 rng(4);
+  for (std::uint64_t i = 0; i < kCount; ++i) {
+    // Mostly small; some past the gathering buffer, some fragmented (over half the ring).
+    const std::uint64_t kind = rng() % 100;
+    const std::size_t size = kind == 0   ? 1 + rng() % (2 * kRing)
+                             : kind < 10 ? 1 + rng() % 3000
+                                         : 16 + rng() % 200;
+    const bool flush = rng() % 40 == 0;
+    ASSERT_FALSE(client->send(make_message(i, size, rng), Clock::now() + 30s, flush)) << i;
+  }
+  ASSERT_FALSE(client->flush());
+  reader.join();
+  ASSERT_EQ(got.size(), kCount);
+  for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(got[i], i) << "at " << i;
+  EXPECT_EQ(server->stats().malformed_dropped, 0u);
+  EXPECT_EQ(client->stats().frames_sent, kCount);
+}
+
+// A gathered frame is not in the ring before the flush: a peer that polls sees nothing, and a
+// flushing send publishes it first, then its own frame.
+TEST(ShmChannelTest, AFlushingSendPublishesTheGatheredFramesFirst) {
+  auto client = make_client();
+  auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+  std::mt19937_64 rng(5);
+  ASSERT_FALSE(client->send(make_message(0, 40, rng), Clock::now(), false));
+  ASSERT_FALSE(client->send(make_message(1, 40, rng), Clock::now(), false));
+  std::error_code ec;
+  EXPECT_EQ(server->poll([](FrameBytes) {}, 10, Clock::now() + 1ms, ec), 0u);
+  ASSERT_FALSE(client->send(make_message(2, 40, rng), Clock::now(), true));
+  const auto got = receive(*server, 3, Clock::now() + 5s);
+  ASSERT_EQ(got, (std::vector<std::uint64_t>{0, 1, 2}));
+}
+
+// A frame is gathered only while the ring has room for it: one sent unflushed to a full ring
+// waits for room, and times out, as a flushing send does (a flush never has to wait).
+TEST(ShmChannelTest, AnUnflushedFrameForAFullRingWaitsAsAnyOther) {
+  auto client = make_client(1 << 12);
+  auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+  std::mt19937_64 rng(6);
+  std::uint64_t sent = 0;
+  while (!client->send(make_message(sent, 500, rng), Clock::now() + 1ms)) ++sent;
+  ASSERT_GT(sent, 3u);
+  // Under 512 bytes are left; the gathering buffer would take 1 KiB.
+  EXPECT_EQ(client->send(make_message(sent, 600, rng), Clock::now() + 1ms, false), Errc::kTimeout);
+  auto got = receive(*server, sent, Clock::now() + 5s);
+  ASSERT_EQ(got.size(), sent);
+  for (std::uint64_t i = 0; i < sent; ++i) ASSERT_EQ(got[i], i);
+  ASSERT_FALSE(client->send(make_message(sent, 100, rng), Clock::now() + 1s, false));
+  ASSERT_FALSE(client->flush());
+  EXPECT_EQ(receive(*server, 1, Clock::now() + 5s), (std::vector<std::uint64_t>{sent}));
+}
+
 // Two processes, random sizes from 1 byte to three ring capacities (fragmented), each message
 // sequence-numbered and checksummed, echoed back and checked: no loss, duplicate or reorder.
 TEST(ShmChannelTest, CrossProcessStressRandomSizes) {

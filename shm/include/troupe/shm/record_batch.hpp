@@ -7,8 +7,8 @@
 // the store buffer for a line the consumer last read. One copy of a whole batch (libc's
 // memcpy) stores aligned full lines instead, so that many more lines are on their way at once.
 // A stream of 64-byte payloads in batches of 32 made 0.60x of the raw ring's rate written
-// record by record and 0.86-0.98x appended as batches, in the same runs (bench/shm/
-// stream_pairs); Boost.Lockfree's bulk push, which copies its elements the same way, 1.0x.
+// record by record and 1.01x appended as batches, in the same runs (bench/shm/stream_pairs, 25
+// rounds); Boost.Lockfree's bulk push, which copies its elements the same way, 1.01x.
 // A lone record (a request, a reply) gains nothing: write it with try_write().
 //
 // Not thread-safe; reusable after clear(), without allocating.

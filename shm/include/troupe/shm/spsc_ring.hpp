@@ -230,6 +230,15 @@ class SpscRingProducer {
     return fits(payload);
   }
 
+  /// True when a batch of `bytes` of records would fit now; reads the consumer's head only
+  /// when the cached one says it would not. Space only grows until this producer writes, so
+  /// a batch that fits now still fits then.
+  bool has_space_for_batch(std::size_t bytes) noexcept {
+    if (bytes == 0) return true;
+    const std::size_t payload = bytes - sizeof(std::uint64_t);  // its record_size() is `bytes`
+    return fits(payload) || has_space_for(payload);
+  }
+
   /// Makes every record written since the last publish visible, and wakes a sleeping consumer.
   void publish() noexcept {
     if (tail_ == published_) return;
