@@ -708,6 +708,7 @@ class BulkWriter {
   BulkWriter(const shm::SpscRingProducer& producer, const Source<N>& source) {
     const std::size_t per_batch =
         std::min(kBatch, producer.max_batch_bytes() / shm::record_size(N));
+    batches_.reserve((kBatch + per_batch - 1) / per_batch);  // payloads_ point into them
     for (std::size_t i = 0; i < kBatch; ++i) {
       if (i % per_batch == 0) batches_.emplace_back(per_batch * shm::record_size(N));
       payloads_[i] = batches_.back().add(shm::RecordType::kMessage, N);

@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 #include <limits>
 
@@ -230,7 +231,10 @@ std::error_code ShmChannel::append_staged(SendLimit& limit) {
   if (!staged_ || staged_->empty()) return {};
   // The staged frames fit the ring's free space when they were staged, and only this end
   // writes to it: the first try succeeds. The loop is the general rule, as write_record's.
+  [[maybe_unused]] bool first_try = true;
   while (!producer_.try_append(*staged_)) {
+    assert(!first_try && "staged frames always fit the ring's free space");
+    first_try = false;
     producer_.publish();
     send_waits_.fetch_add(1, std::memory_order_relaxed);
     if (auto ec = wait_for_space(staged_->bytes().size() - sizeof(std::uint64_t), limit)) {

@@ -194,6 +194,68 @@ TEST(RecordBatchTest, TheLargestBatchFitsAtEveryPositionOfAnEmptyRing) {
   }
 }
 
+// has_space_for_batch() says what try_append() does, at every wrap position, with the ring
+// holding nothing or some unread records.
+TEST(RecordBatchTest, HasSpaceForBatchAgreesWithTryAppend) {
+  constexpr std::size_t kCap = 4096;
+  for (std::size_t start = 0; start < kCap; start += 8) {
+    for (std::size_t unread : {0, 1024, 3000}) {
+      const std::size_t to_end = kCap - (start + unread) % kCap;
+      for (std::size_t size : {std::size_t{16}, to_end - 8, to_end, to_end + 8, kCap / 2}) {
+        if (size < 16 || size > kCap / 2) continue;
+        LocalRing ring(kCap);
+        auto p = ring.producer();
+        auto c = ring.consumer();
+        ASSERT_NO_FATAL_FAILURE(advance(p, c, start));
+        for (std::size_t left = unread; left > 0;) {  // in records of at most 1 KiB
+          const std::size_t record = std::min<std::size_t>(left, 1024);
+          ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(record - 8, 1)));
+          left -= record;
+        }
+        p.publish();
+        RecordBatch batch(size);
+        ASSERT_TRUE(batch.append(RecordType::kMessage, bytes(size - 8, 2)));
+        const bool fits = p.has_space_for_batch(size);
+        EXPECT_EQ(p.try_append(batch), fits) << start << " " << unread << " " << size;
+      }
+    }
+  }
+}
+
+// After a lap every byte of the ring holds an earlier record's: the word after an appended
+// batch must be its terminator, or the consumer would read those bytes as a header.
+TEST(RecordBatchTest, ABatchIsTerminatedOverBytesOfAnEarlierLap) {
+  constexpr std::size_t kCap = 4096;
+  LocalRing ring(kCap);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  for (int lap = 0; lap < 2; ++lap) {
+    for (int i = 0; i < 8; ++i) {  // records of 512 bytes of 0xFF: a lap
+      ASSERT_TRUE(p.try_write(RecordType::kMessage, std::vector<std::byte>(504, std::byte{0xFF})));
+      p.publish();
+      ASSERT_TRUE(c.try_take());
+      c.publish_head();
+    }
+  }
+  RecordBatch batch(256);
+  ASSERT_TRUE(batch.append(RecordType::kMessage, bytes(20, 1)));
+  ASSERT_TRUE(batch.append(RecordType::kMessage, bytes(30, 2)));
+  ASSERT_TRUE(p.try_append(batch));
+  p.publish();
+  ASSERT_NO_FATAL_FAILURE(expect_record(c, bytes(20, 1)));
+  ASSERT_NO_FATAL_FAILURE(expect_record(c, bytes(30, 2)));
+  EXPECT_FALSE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
+TEST(RecordBatchTest, RefusesWhatIsNotARecord) {
+  RecordBatch batch(64);
+  EXPECT_EQ(batch.add(static_cast<RecordType>(0), 0), nullptr);  // a zero header word
+  EXPECT_EQ(batch.add(static_cast<RecordType>(7), 8), nullptr);
+  EXPECT_EQ(batch.add(RecordType::kMessage, ~std::size_t{0} - 3), nullptr);  // record_size wraps
+  EXPECT_TRUE(batch.empty());
+}
+
 TEST(RecordBatchTest, AFullRingRefusesABatchAndWritesNothing) {
   LocalRing ring(4096);
   auto p = ring.producer();

@@ -145,8 +145,8 @@ TEST(ShmChannelTest, GatheredFramesKeepTheirOrderWithEveryOtherKind) {
   EXPECT_EQ(client->stats().frames_sent, kCount);
 }
 
-// A gathered frame is not in the ring before the flush: a peer that polls sees nothing, and a
-// flushing send publishes it first, then its own frame.
+// Gathered frames wait for the flush, as unflushed frames always did: a peer that polls sees
+// nothing, and a flushing send publishes them first, then its own frame.
 TEST(ShmChannelTest, AFlushingSendPublishesTheGatheredFramesFirst) {
   auto client = make_client();
   auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
@@ -169,7 +169,8 @@ TEST(ShmChannelTest, AnUnflushedFrameForAFullRingWaitsAsAnyOther) {
   std::uint64_t sent = 0;
   while (!client->send(make_message(sent, 500, rng), Clock::now() + 1ms)) ++sent;
   ASSERT_GT(sent, 3u);
-  // Under 512 bytes are left; the gathering buffer would take 1 KiB.
+  // 512 bytes are left, with the word kept free; this frame's record needs 616 (the
+  // gathering buffer would take it: 1 KiB).
   EXPECT_EQ(client->send(make_message(sent, 600, rng), Clock::now() + 1ms, false), Errc::kTimeout);
   auto got = receive(*server, sent, Clock::now() + 5s);
   ASSERT_EQ(got.size(), sent);

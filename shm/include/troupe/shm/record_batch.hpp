@@ -31,8 +31,11 @@ class RecordBatch {
 
   /// Adds a record of `payload` bytes and returns where its payload goes, to be filled before
   /// the batch is appended (8-byte aligned, valid until clear()); nullptr, adding nothing, when
-  /// the batch has no room for it.
+  /// the batch has no room for it or `type` is not a record type (a header word of zero, or an
+  /// unknown type, would end or break the consumer's reading).
   std::byte* add(RecordType type, std::size_t payload) noexcept {
+    if (type < RecordType::kPadding || type > RecordType::kFragmentAbort) return nullptr;
+    if (payload > capacity() - bytes_) return nullptr;  // before record_size(), which may wrap
     const std::size_t size = record_size(payload);
     if (size > capacity() - bytes_) return nullptr;
     std::byte* at = data() + bytes_;

@@ -67,6 +67,8 @@
 #include <atomic>
 #include <cassert>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -200,11 +202,19 @@ class SpscRingProducer {
   std::size_t max_batch_bytes() const noexcept { return record_size(max_payload()); }
 
   /// Appends a batch of records in one copy (record_batch.hpp says why), without publishing
-  /// them: as try_write() for each, in order. Returns false, writing nothing, when the ring
-  /// lacks space now. Precondition: batch.bytes().size() <= max_batch_bytes().
+  /// them: the consumer takes the same records as after try_write() for each, in order, but
+  /// the batch stays whole (a padding record at the wrap moves all of it to the ring's start).
+  /// Returns false, writing nothing, when the ring lacks space now. A batch larger than
+  /// max_batch_bytes() could never be sure to fit: it ends the process, naming the sizes.
   bool try_append(const RecordBatch& batch) noexcept {
     const std::span<const std::byte> records = batch.bytes();
-    assert(records.size() <= max_batch_bytes());
+    if (records.size() > max_batch_bytes()) {
+      std::fprintf(stderr,
+                   "troupe: SpscRingProducer::try_append: a batch of %zu bytes, over "
+                   "the %zu a ring of %zu takes\n",
+                   records.size(), max_batch_bytes(), capacity_);
+      std::abort();
+    }
     if (records.empty()) return true;
     std::byte* at = reserve(records.size());
     if (at == nullptr) return false;
@@ -225,15 +235,16 @@ class SpscRingProducer {
 
   /// True when a record of `payload` bytes would fit now (refreshes the cached head).
   bool has_space_for(std::size_t payload) noexcept {
-    // SYNC POINT: as in try_write.
+    // SYNC POINT: as in reserve().
     head_cache_ = ring_->head.load(std::memory_order_acquire);
     return fits(payload);
   }
 
-  /// True when a batch of `bytes` of records would fit now; reads the consumer's head only
-  /// when the cached one says it would not. Space only grows until this producer writes, so
-  /// a batch that fits now still fits then.
+  /// True when a batch of `bytes` of records (0, or a multiple of 8 up to max_batch_bytes())
+  /// would fit now; reads the consumer's head only when the cached one says it would not.
+  /// Space only grows until this producer writes, so a batch that fits now still fits then.
   bool has_space_for_batch(std::size_t bytes) noexcept {
+    assert(bytes % kRecordAlignment == 0 && bytes <= max_batch_bytes());
     if (bytes == 0) return true;
     const std::size_t payload = bytes - sizeof(std::uint64_t);  // its record_size() is `bytes`
     return fits(payload) || has_space_for(payload);
