@@ -180,6 +180,26 @@ TEST(ShmChannelTest, AnUnflushedFrameForAFullRingWaitsAsAnyOther) {
   EXPECT_EQ(receive(*server, 1, Clock::now() + 5s), (std::vector<std::uint64_t>{sent}));
 }
 
+// A fragmented frame cut short (its send timed out) is dropped by the receiver before the
+// frames sent after it, gathered ones too: the abort record goes first.
+TEST(ShmChannelTest, AFrameCutShortIsDroppedBeforeLaterUnflushedFrames) {
+  auto client = make_client(1 << 12);
+  auto server = ShmChannel::attach(client->name(), ChannelSide::kServer);
+  std::mt19937_64 rng(7);
+  // 10 KB travel as fragments; with nobody reading, the ring fills and the send times out.
+  EXPECT_EQ(client->send(make_message(100, 10'000, rng), Clock::now() + 5ms), Errc::kTimeout);
+  std::error_code ec;
+  EXPECT_EQ(server->poll([](FrameBytes) {}, 10, Clock::now() + 1ms, ec), 0u);  // no whole frame
+  EXPECT_FALSE(ec);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    ASSERT_FALSE(client->send(make_message(i, 50, rng), Clock::now() + 1s, false)) << i;
+  }
+  ASSERT_FALSE(client->flush());
+  EXPECT_EQ(receive(*server, 3, Clock::now() + 5s), (std::vector<std::uint64_t>{0, 1, 2}));
+  EXPECT_EQ(server->poll([](FrameBytes) {}, 10, Clock::now() + 1ms, ec), 0u);
+  EXPECT_EQ(server->stats().malformed_dropped, 0u);
+}
+
 // Two processes, random sizes from 1 byte to three ring capacities (fragmented), each message
 // sequence-numbered and checksummed, echoed back and checked: no loss, duplicate or reorder.
 TEST(ShmChannelTest, CrossProcessStressRandomSizes) {
