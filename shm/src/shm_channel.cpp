@@ -215,7 +215,8 @@ std::error_code ShmChannel::send(FrameBytes frame, SendLimit limit, bool flush) 
 bool ShmChannel::stage(FrameBytes frame) noexcept {
   if (!staged_) {
     // Made on the first unflushed frame: a channel that never batches keeps no buffer.
-    const std::size_t bytes = std::min<std::size_t>(producer_.capacity() / 4, 64 * 1024);
+    const std::size_t bytes =
+        std::min<std::size_t>(producer_.capacity() / 4, std::size_t{64} * 1024);
     try {
       staged_ = std::make_unique<RecordBatch>(bytes);
     } catch (...) {

@@ -14,13 +14,9 @@
 namespace troupe::shm {
 namespace {
 
+using test::advance;
+using test::bytes;
 using test::LocalRing;
-
-std::vector<std::byte> bytes(std::size_t n, int seed) {
-  std::vector<std::byte> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xFF);
-  return v;
-}
 
 // Takes the next record and checks it is `expected` of `type`.
 void expect_record(SpscRingConsumer& c, std::span<const std::byte> expected,
@@ -30,18 +26,6 @@ void expect_record(SpscRingConsumer& c, std::span<const std::byte> expected,
   EXPECT_EQ(r->type, type);
   ASSERT_TRUE(std::equal(r->payload.begin(), r->payload.end(), expected.begin(), expected.end()))
       << "a record of " << r->payload.size() << " bytes, " << expected.size() << " expected";
-}
-
-// Moves an empty ring's positions forward by `distance` bytes (a multiple of 8).
-void advance(SpscRingProducer& p, SpscRingConsumer& c, std::size_t distance) {
-  while (distance > 0) {
-    const std::size_t step = std::min(distance, p.max_batch_bytes());
-    ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(step - 8, 0)));
-    p.publish();
-    ASSERT_TRUE(c.try_take());
-    c.publish_head();
-    distance -= step;
-  }
 }
 
 TEST(RecordBatchTest, LaysOutRecordsAsTheRingDoes) {

@@ -15,25 +15,9 @@
 namespace troupe::shm {
 namespace {
 
+using test::advance;
+using test::bytes;
 using test::LocalRing;
-
-std::vector<std::byte> bytes(std::size_t n, int seed) {
-  std::vector<std::byte> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xFF);
-  return v;
-}
-
-// Moves an empty ring's positions forward by `distance` bytes (a multiple of 8).
-void advance(SpscRingProducer& p, SpscRingConsumer& c, std::size_t distance) {
-  while (distance > 0) {
-    const std::size_t step = std::min(distance, record_size(max_record_payload(p.capacity())));
-    ASSERT_TRUE(p.try_write(RecordType::kMessage, bytes(step - 8, 0)));
-    p.publish();
-    ASSERT_TRUE(c.try_take());
-    c.publish_head();
-    distance -= step;
-  }
-}
 
 // Pushes `msg` until the ring refuses; returns how many went in. With 120-byte messages
 // (128-byte records) a 4096-byte ring takes 31: it keeps one word free for the terminator.
