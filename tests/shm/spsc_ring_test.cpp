@@ -319,6 +319,25 @@ TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithou
   EXPECT_FALSE(c.corrupt());
 }
 
+// A second look that finds nothing (a consumer that returned what it took and comes back, as
+// ShmChannel::poll does) keeps the watch a batch started.
+TEST(SpscRingTest, ASecondEmptyLookKeepsTheTailWatch) {
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  ASSERT_NO_FATAL_FAILURE(take_a_batch(p, c));
+  EXPECT_FALSE(c.try_take());
+  EXPECT_FALSE(c.try_take());
+  ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 9));
+  EXPECT_FALSE(c.has_data());  // still watching the tail
+  int looks = 1;
+  while (!c.has_data()) {
+    ASSERT_LT(++looks, 100'000) << "a published header was never seen";
+  }
+  ASSERT_TRUE(c.try_take());
+  EXPECT_FALSE(c.corrupt());
+}
+
 // A lone record taken after a batch (no wait between) ends the watch: the next wait is a
 // round trip's, on the header word.
 TEST(SpscRingTest, ALoneRecordAfterABatchEndsTheTailWatch) {

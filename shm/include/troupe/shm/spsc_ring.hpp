@@ -397,8 +397,14 @@ class SpscRingConsumer {
       const std::uint64_t word = peek(std::memory_order_acquire);
       if (word == 0) {
         // Caught up after a batch: the producer is likely writing the next one right here.
-        // After a lone record: a round trip, where the header word answers soonest.
-        tail_watches_ = burst_ > 1 ? kTailWatches : 0;
+        // After a lone record: a round trip, where the header word answers soonest. After
+        // nothing (a second look in a row, as a poll that delivered makes at its next start):
+        // what the last burst said still holds.
+        if (burst_ > 1) {
+          tail_watches_ = kTailWatches;
+        } else if (burst_ == 1) {
+          tail_watches_ = 0;
+        }
         burst_ = 0;
         return std::nullopt;
       }
