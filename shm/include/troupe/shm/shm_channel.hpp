@@ -17,12 +17,12 @@
 //
 // Frames sent with flush == false are gathered in a RecordBatch (record_batch.hpp) while they
 // fit it (a quarter of the ring, 64 KiB at most) and the ring's free space, and appended in one
-// copy at the next flush or flushing send: a stream of 64-byte frames flushed every 32 went
-// from 0.18x to 0.38-0.40x of the raw ring's batched stream (spsc_ring_bench, Stream/64B/
-// ShmChannel/flush32; the rest is the send's own work: the send lock, the checks, a copy into
-// the batch). The free space only grows until this end writes, so a flush never waits. Frames
-// gathered and never flushed are dropped by close(), as unflushed frames always were (the
-// stats count them as sent).
+// copy at the next flush or flushing send, or before a frame that cannot be gathered. A stream
+// of 64-byte frames flushed every 32 went from 0.18x to 0.38-0.40x of the raw ring's batched
+// stream (spsc_ring_bench, Stream/64B/ShmChannel/flush32); the rest is the send's own work:
+// the send lock, the checks, a copy into the batch. The free space only grows until this end
+// writes, so a flush never waits. Frames gathered and never flushed are dropped by close(), as
+// unflushed frames always were (the stats count them as sent).
 //
 // Messages larger than one record (half a ring) travel as fragments and are reassembled by the
 // receiver, up to max_message_bytes (at most kMaxFrameBytes, 1 GiB). Records that break the
