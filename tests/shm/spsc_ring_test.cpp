@@ -295,6 +295,14 @@ void push_behind_the_tail(LocalRing& ring, SpscRingProducer& p, int seed) {
   ring.control().tail.store(head);
 }
 
+// Asks has_data() until it says yes, within a bound (the tail watch's looks are bounded).
+void look_until_seen(SpscRingConsumer& c) {
+  int looks = 1;
+  while (!c.has_data()) {
+    ASSERT_LT(++looks, 100'000) << "a published header was never seen";
+  }
+}
+
 // After a batch the consumer asks the shared tail before the header word at its head (the
 // line the producer is writing); the tail is only a hint, so a header published without its
 // tail (a producer that died between the two stores) is still seen, after a bounded number of
@@ -306,10 +314,7 @@ TEST(SpscRingTest, AfterABatchTheConsumerWatchesTheTailButStillSeesAHeaderWithou
   ASSERT_NO_FATAL_FAILURE(take_a_batch(p, c));
   ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 9));
   EXPECT_FALSE(c.has_data());  // the first look goes to the tail
-  int looks = 1;
-  while (!c.has_data()) {
-    ASSERT_LT(++looks, 100'000) << "a published header was never seen";
-  }
+  ASSERT_NO_FATAL_FAILURE(look_until_seen(c));
   ASSERT_TRUE(c.try_take());
   EXPECT_FALSE(c.try_take());  // caught up after one record: the header word, at once
   c.publish_head();
@@ -330,10 +335,7 @@ TEST(SpscRingTest, ASecondEmptyLookKeepsTheTailWatch) {
   EXPECT_FALSE(c.try_take());
   ASSERT_NO_FATAL_FAILURE(push_behind_the_tail(ring, p, 9));
   EXPECT_FALSE(c.has_data());  // still watching the tail
-  int looks = 1;
-  while (!c.has_data()) {
-    ASSERT_LT(++looks, 100'000) << "a published header was never seen";
-  }
+  ASSERT_NO_FATAL_FAILURE(look_until_seen(c));
   ASSERT_TRUE(c.try_take());
   EXPECT_FALSE(c.corrupt());
 }

@@ -246,8 +246,9 @@ class SpscRingProducer {
   bool has_space_for_batch(std::size_t bytes) noexcept {
     assert(bytes % kRecordAlignment == 0 && bytes <= max_batch_bytes());
     if (bytes == 0) return true;
-    const std::size_t payload = bytes - sizeof(std::uint64_t);  // its record_size() is `bytes`
-    return fits(payload) || has_space_for(payload);
+    if (fits_bytes(bytes)) return true;
+    head_cache_ = ring_->head.load(std::memory_order_acquire);  // SYNC POINT: as in reserve()
+    return fits_bytes(bytes);
   }
 
   /// Makes every record written since the last publish visible, and wakes a sleeping consumer.
@@ -311,17 +312,14 @@ class SpscRingProducer {
   /// Where `size` bytes of records go, after a padding record at the wrap if they do not fit
   /// before the end; nullptr when the ring lacks space now (nothing is written then).
   std::byte* reserve(std::size_t size) noexcept {
-    const std::size_t index = tail_ & (capacity_ - 1);
-    const std::size_t to_end = capacity_ - index;
-    // Records that do not fit before the end need a padding record first. Since size is at
-    // most capacity / 2, one of the two always fits in an empty ring, with its terminator.
-    const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
-    if (tail_ + needed - head_cache_ > capacity_ || broken_) {
+    if (!fits_bytes(size)) {
       // SYNC POINT: pairs with the consumer's store of head in publish_head(): the bytes
       // before it are read, and may be overwritten.
       head_cache_ = ring_->head.load(std::memory_order_acquire);
-      if (tail_ + needed - head_cache_ > capacity_ || broken_) return nullptr;
+      if (!fits_bytes(size)) return nullptr;
     }
+    const std::size_t index = tail_ & (capacity_ - 1);
+    const std::size_t to_end = capacity_ - index;
     std::byte* at = data_ + index;
     if (size > to_end) {
       write_header(at, make_header(to_end - sizeof(std::uint64_t), RecordType::kPadding));
@@ -331,8 +329,12 @@ class SpscRingProducer {
     return at;
   }
 
-  bool fits(std::size_t payload) const noexcept {
-    const std::size_t size = record_size(payload);
+  bool fits(std::size_t payload) const noexcept { return fits_bytes(record_size(payload)); }
+
+  /// True when `size` bytes of records fit by the cached head: with a padding record first
+  /// where they do not fit before the end (since size is at most capacity / 2, one of the two
+  /// always fits in an empty ring), and the terminator's word after them.
+  bool fits_bytes(std::size_t size) const noexcept {
     const std::size_t to_end = capacity_ - (tail_ & (capacity_ - 1));
     const std::size_t needed = (size <= to_end ? size : to_end + size) + kTerminator;
     return tail_ + needed - head_cache_ <= capacity_ && !broken_;
