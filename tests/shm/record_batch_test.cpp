@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "shm/ring_fixture.hpp"
@@ -264,6 +265,28 @@ TEST(RecordBatchTest, AFullRingRefusesABatchAndWritesNothing) {
   p.publish();
   for (int i = 0; i < 8; ++i) ASSERT_NO_FATAL_FAILURE(expect_record(c, bytes(120, 5)));
   EXPECT_FALSE(c.corrupt());
+}
+
+// A batch larger than max_batch_bytes() could never be sure to fit: the process ends, saying
+// so, rather than a producer that waits for space that never comes.
+TEST(RecordBatchDeathTest, ABatchOverHalfTheRingEndsTheProcessNamingTheSizes) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  LocalRing ring(4096);
+  auto p = ring.producer();
+  RecordBatch batch(p.max_batch_bytes() + 8);
+  while (batch.append(RecordType::kMessage, bytes(24, 1))) {
+  }
+  ASSERT_TRUE(batch.append(RecordType::kMessage, {}));  // the 8 bytes over
+  ASSERT_GT(batch.bytes().size(), p.max_batch_bytes());
+  EXPECT_DEATH(p.try_append(batch), "try_append: a batch of " +
+                                        std::to_string(batch.bytes().size()) + " bytes, over the " +
+                                        std::to_string(p.max_batch_bytes()) +
+                                        " a ring of 4096 takes");
+  // One of max_batch_bytes() still goes.
+  RecordBatch largest(p.max_batch_bytes());
+  while (largest.append(RecordType::kMessage, bytes(24, 2))) {
+  }
+  EXPECT_TRUE(p.try_append(largest));
 }
 
 }  // namespace
