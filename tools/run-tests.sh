@@ -15,8 +15,11 @@ export TROUPE_TEST_RUN="run-tests.$$.$RANDOM"
 run_preset() {
   local preset=$1; shift
   echo "=== ${preset}: configure and build"
-  cmake --preset "$preset" -G Ninja >/dev/null
-  cmake --build --preset "$preset" -j "$jobs"
+  # Each step returns on failure by hand: called as `run_preset ... || failed=1`, this
+  # function runs with `set -e` off (bash ignores it in a `||` list), and a failed build would
+  # otherwise go on to test the binaries an earlier build left.
+  cmake --preset "$preset" -G Ninja >/dev/null || { echo "FAIL: ${preset}: configure"; return 1; }
+  cmake --build --preset "$preset" -j "$jobs" || { echo "FAIL: ${preset}: build"; return 1; }
   echo "=== ${preset}: test $*"
   local rc=0
   ${RUNNER:-} ctest --preset "$preset" -j "$jobs" "$@" || rc=$?
