@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
+#include <string>
 #include <thread>
 
 #include "support/foreign_server.hpp"
@@ -16,6 +18,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// `m` fails with AgentDied naming `agent` and how its server ended (`told`).
+void expect_died(const Msg& m, const std::string& agent, const std::string& told) {
+  try {
+    (void)m.content();
+    ADD_FAILURE() << "a call on a dead server succeeded";
+  } catch (const AgentDied& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("agent '" + agent + "'"), std::string::npos) << what;
+    EXPECT_NE(what.find(told), std::string::npos) << what;
+  }
+}
+
 TEST(AgentDiedTest, KilledServerFailsPendingAndLaterCallsNamingTheSignal) {
   auto victim = test::Sleeper("V", {{"sleep_ms", 2000}}).to_dist({.lazy_launch = false});
   auto bystander = test::Counter("B").to_dist({.lazy_launch = false});
@@ -25,24 +39,34 @@ TEST(AgentDiedTest, KilledServerFailsPendingAndLaterCallsNamingTheSignal) {
 
   const auto killed_at = Clock::now();
   ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
-  for (const Msg& m : pending) {
-    try {
-      (void)m.content();
-      FAIL() << "a call on a killed server succeeded";
-    } catch (const AgentDied& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("agent 'V'"), std::string::npos) << what;
-      EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
-    }
-  }
-  const auto noticed =
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
-  std::printf("pending calls failed %.1f ms after SIGKILL (target: 100 ms)\n",
-              noticed.count() / 1e3);
-  EXPECT_LT(noticed, 2s);  // bounded; the figure above is the measurement
+  for (const Msg& m : pending) expect_died(m, "V", "signal 9");
+  EXPECT_LT(Clock::now() - killed_at, 2s);  // not the sleeper's 2 s per call
 
-  EXPECT_THROW((void)victim(Msg("u", "later")).content(), AgentDied);
+  expect_died(victim(Msg("u", "later")), "V", "signal 9");
   EXPECT_EQ(bystander(Msg("u", "x")).content(), "B:1:x");
+}
+
+// The bound: pending calls fail within 100 ms of the kill. Asserted on the best of
+// three kills: a loaded machine (the suite runs in parallel, under sanitizers too) may delay
+// any one wake-up, while a death noticed by polling (a peer check every slice of a wait) or
+// by a timeout would miss it every time. Typically ~1 ms (BM_DeathNoticed).
+TEST(AgentDiedTest, PendingCallsFailWithin100MsOfTheKill) {
+  auto best = std::chrono::microseconds::max();
+  for (int round = 0; round < 3; ++round) {
+    auto victim = test::Sleeper("V", {{"sleep_ms", 10000}}).to_dist({.lazy_launch = false});
+    std::vector<Msg> pending;
+    for (int i = 0; i < 3; ++i) pending.push_back(victim(Msg("u", std::to_string(i))));
+    std::this_thread::sleep_for(20ms);  // the first call is running in the server
+    const auto killed_at = Clock::now();
+    ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
+    for (const Msg& m : pending) expect_died(m, "V", "signal 9");
+    const auto noticed =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
+    std::printf("round %d: pending calls failed %.2f ms after SIGKILL\n", round,
+                noticed.count() / 1e3);
+    best = std::min(best, noticed);
+  }
+  EXPECT_LT(best, 100ms);
 }
 
 // A server that ends by itself, while calls wait behind the one that ended it: they all fail
@@ -58,17 +82,8 @@ TEST(AgentDiedTest, AServerThatExitsOrAbortsIsNamedByItsEnd) {
     EXPECT_EQ(quitter(Msg("u", "hi")).content(), "ok:hi");
     std::vector<Msg> calls{quitter(Msg("u", order))};
     for (int i = 0; i < 5; ++i) calls.push_back(quitter(Msg("u", std::to_string(i))));
-    for (const Msg& m : calls) {
-      try {
-        (void)m.content();
-        FAIL() << "a call behind \"" << order << "\" succeeded";
-      } catch (const AgentDied& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find("agent 'Q'"), std::string::npos) << what;
-        EXPECT_NE(what.find(told), std::string::npos) << what;
-      }
-    }
-    EXPECT_THROW((void)quitter(Msg("u", "later")).content(), AgentDied);
+    for (const Msg& m : calls) expect_died(m, "Q", told);
+    expect_died(quitter(Msg("u", "later")), "Q", told);
     EXPECT_EQ(bystander(Msg("u", order)).content(),
               "B:" + std::to_string(++bystander_calls) + ":" + order);
   }
@@ -80,7 +95,7 @@ TEST(AgentDiedTest, DependantsOfADeadAgentsCallsFailToo) {
   Msg x = victim(Msg("u", "a"));
   Msg y = next(x);
   ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
-  EXPECT_THROW((void)y.content(), AgentDied);
+  expect_died(y, "V", "signal 9");
   EXPECT_EQ(next(Msg("u", "b")).content(), "N:1:b");
 }
 
@@ -96,19 +111,10 @@ TEST(AgentDiedTest, CallsWaitingForInputsFailWhenTheirServerDies) {
 
   const auto killed_at = Clock::now();
   ASSERT_EQ(::kill(victim.server_pid(), SIGKILL), 0);
-  for (const Msg* m : {&waiting, &queued}) {
-    try {
-      (void)m->content();
-      FAIL() << "a call on a killed server succeeded";
-    } catch (const AgentDied& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("agent 'V'"), std::string::npos) << what;
-      EXPECT_NE(what.find("signal 9"), std::string::npos) << what;
-    }
-  }
+  for (const Msg* m : {&waiting, &queued}) expect_died(*m, "V", "signal 9");
   EXPECT_LT(Clock::now() - killed_at, 2s);  // not the sleeper's 10 s
-  EXPECT_THROW((void)victim(input).content(), AgentDied);
-  EXPECT_THROW((void)victim(Msg("u", "c")).content(), AgentDied);
+  expect_died(victim(input), "V", "signal 9");
+  expect_died(victim(Msg("u", "c")), "V", "signal 9");
   EXPECT_FALSE(input.ready());  // the other agent is untouched
   slow.shutdown();
 }

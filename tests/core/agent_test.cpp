@@ -216,6 +216,19 @@ std::set<pid_t> servers_running() {
   return pids;
 }
 
+// The servers started since `before` that still run after waiting up to 10 s for them to end.
+std::set<pid_t> servers_left_since(const std::set<pid_t>& before) {
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  std::set<pid_t> left;
+  do {
+    left.clear();
+    for (pid_t pid : servers_running()) {
+      if (before.count(pid) == 0) left.insert(pid);
+    }
+  } while (!left.empty() && Clock::now() < until);
+  return left;
+}
+
 TEST(AgentTest, KwargsTheConstructorRefusesAreAClearError) {
   // Here, at construction (no local object exists to place).
   EXPECT_THROW(test::Picky("P", {{"colour", "red"}}), std::invalid_argument);
@@ -231,18 +244,26 @@ TEST(AgentTest, KwargsTheConstructorRefusesAreAClearError) {
         << e.what();
   }
   // Its server ended: no process this test started remains.
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  std::set<pid_t> left;
-  do {
-    left.clear();
-    for (pid_t pid : servers_running()) {
-      if (before.count(pid) == 0) left.insert(pid);
-    }
-  } while (!left.empty() && Clock::now() < until);
-  EXPECT_TRUE(left.empty()) << left.size() << " servers left";
+  EXPECT_EQ(servers_left_since(before).size(), 0u);
   // The same class with kwargs it accepts is served.
   test::Picky ok("P", {{"level", 1}});
   EXPECT_EQ(ok.to_dist()(Msg("u", "x")).content(), "x");
+}
+
+// A launcher of a class its server does not know fails the launch naming the class and the
+// classes it knows, and leaves no server behind.
+TEST(AgentTest, ALauncherOfAnUnknownClassFailsNamingIt) {
+  const std::set<pid_t> before = servers_running();
+  RpcAgentServerLauncher launcher("NoSuchAgent", {{"name", "N"}});
+  try {
+    launcher.launch();
+    FAIL() << "a server launched an agent of an unknown class";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("unknown agent class 'NoSuchAgent'"), std::string::npos) << what;
+    EXPECT_NE(what.find("Counter"), std::string::npos) << what;  // among the registered
+  }
+  EXPECT_EQ(servers_left_since(before).size(), 0u);
 }
 
 // Kwargs that cannot travel (JSON text must be UTF-8) are refused at to_dist with

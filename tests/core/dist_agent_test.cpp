@@ -678,6 +678,37 @@ TEST(DistAgentTest, PerCallAndPerAgentTimeouts) {
   EXPECT_THROW((void)limited(Msg("u", "c")).content(), Timeout);
 }
 
+// A timed call whose send finds the server's ring full waits for space until its deadline,
+// then fails with Timeout, saying so; the program and other servers go on.
+TEST(DistAgentTest, ACallWaitingForRingSpaceTimesOutAtItsDeadline) {
+  // S holds its first call; the 1 MiB calls behind it fill its queue budget (64 MiB), then
+  // its 1 MiB ring, and then a send waits.
+  auto slow = Sleeper("S", {{"sleep_ms", 10000}}).to_dist({.lazy_launch = false, .timeout = 1s});
+  auto bystander = Counter("B").to_dist({.lazy_launch = false});
+  const Msg big("u", std::string(1 << 20, 'x'));
+  std::vector<Msg> calls;
+  Clock::time_point sent_at;
+  for (int i = 0; i < 200; ++i) {
+    sent_at = Clock::now();
+    calls.push_back(slow(big));
+    // A call settled when it is issued: its send gave up (the others wait for S).
+    if (calls.back().ready()) break;
+  }
+  const auto waited = Clock::now() - sent_at;
+  ASSERT_TRUE(calls.back().ready()) << "no send waited for ring space";
+  EXPECT_GT(calls.size(), 2u);
+  const std::string error = calls.back().error_message();
+  EXPECT_NE(error.find("agent 'S' (class Sleeper): sending to its server"), std::string::npos)
+      << error;
+  EXPECT_THROW((void)calls.back().content(), Timeout);
+  EXPECT_GE(waited, 500ms);  // it waited for space (the deadline is 1 s after the call)
+  EXPECT_LT(waited, 10s);    // until its deadline, not the 30 s a send waits without one
+  EXPECT_EQ(bystander(Msg("u", "x")).content(), "B:1:x");
+  // The calls S queued time out too, by their deadlines.
+  EXPECT_THROW((void)calls.front().content(), Timeout);
+  ::kill(slow.server_pid(), SIGKILL);  // not 64 calls of 10 s to sleep out
+}
+
 // Calls with short deadlines among thousands in flight on one link: they fail at their
 // deadlines, unread (the runtime's sweep takes the due calls without looking at the rest), and
 // every other call completes, in order.
@@ -783,6 +814,22 @@ TEST(DistAgentTest, WaitAnyAndWaitAll) {
   EXPECT_EQ(wait_any(both, 5s), 1);
   EXPECT_FALSE(wait_all(both, 10ms));
   EXPECT_TRUE(wait_all(both, 5s));
+
+  // None ready within the timeout: -1 (and after it, the results still come).
+  std::vector<Msg> pending{slow(Msg("u", "p")), slow(Msg("u", "q"))};
+  const auto start = Clock::now();
+  EXPECT_EQ(wait_any(pending, 20ms), -1);
+  EXPECT_LT(Clock::now() - start, 350ms);  // at the timeout, not at the first reply (400 ms)
+  EXPECT_TRUE(wait_all(pending, 5s));
+  EXPECT_EQ(pending[1].content(), "S(q)");
+  EXPECT_EQ(wait_any({}, 10ms), -1);
+
+  // A failed result is a ready one: the waits end, and the failure is read as a value.
+  auto faulty = Faulty("X").to_dist({.lazy_launch = false});
+  std::vector<Msg> failing{slow(Msg("u", "r")), faulty(Msg("u", "fail"))};
+  EXPECT_EQ(wait_any(failing, 5s), 1);
+  EXPECT_NE(failing[1].error_message().find("asked to fail"), std::string::npos);
+  EXPECT_TRUE(wait_all(failing, 5s));
 }
 
 TEST(DistAgentTest, ReplyLargerThanTheRingArrivesWhole) {
