@@ -106,48 +106,48 @@ TEST(AgentTest, ATimedOutDeferredCallLetsLaterCallsProceedAndNeverRuns) {
   EXPECT_EQ(c(Msg("u", "y")).content(), "C:2:y");
 }
 
-// These run with TBB limited to one worker, as on this 2-core machine: with more, the inner
-// calls would find a free worker anyway and the tests would prove nothing.
-TEST(AgentTest, ADeferredReplyMayWaitForAnotherDeferredCall) {
+// A chain of `levels` in-process Askers over a Counter, each asking the next with a gate that
+// opens only after it waits: every reply() in the chain blocks, reading a call that is itself
+// deferred, so each inner call needs a thread that is not held by a waiting reply(). Runs with
+// TBB limited to one worker, as on this 2-core machine: with more, the inner calls would find
+// a free worker anyway and the test would prove nothing. The lane bodies' rescuers run them.
+void expect_nested_deferred_waits_complete(int levels) {
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
-  // Both calls defer (their inputs are pending) and run on TBB's threads: the outer reply()
-  // blocks in one, reading the inner result, whose call must still find a thread to run on.
-  auto first = std::make_shared<detail::ResultState>();
-  auto second = std::make_shared<detail::ResultState>();
+  std::vector<std::shared_ptr<detail::ResultState>> gates;
+  for (int i = 0; i <= levels; ++i) gates.push_back(std::make_shared<detail::ResultState>());
   Counter inner("C");
-  test::Asker outer("A", inner, Msg::placeholder(second));
-  Msg result = outer(Msg::placeholder(first));
+  std::vector<std::unique_ptr<test::Asker>> askers;  // the outermost last
+  AgentBase* asked = &inner;
+  for (int i = levels; i >= 1; --i) {
+    askers.push_back(
+        std::make_unique<test::Asker>("A" + std::to_string(i), *asked, Msg::placeholder(gates[i])));
+    asked = askers.back().get();
+  }
+  Msg result = (*asked)(Msg::placeholder(gates[0]));
   EXPECT_FALSE(result.ready());
   std::thread resolver([&] {
-    first->resolve(Msg("u", "x"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // outer's reply() waits now
-    second->resolve(Msg("u", "y"));
+    for (int i = 0; i <= levels; ++i) {
+      // Each gate opens once the reply() it feeds waits on the call that takes it.
+      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      gates[i]->resolve(Msg("u", std::to_string(i)));
+    }
   });
-  EXPECT_TRUE(result.wait_for(std::chrono::seconds(10)));
+  const bool done = result.wait_for(std::chrono::seconds(10));
   resolver.join();
-  EXPECT_EQ(result.content(), "C:1:x:y");
+  ASSERT_TRUE(done) << "a chain " << levels << " deep";
+  std::string expected = "C:1:0";
+  for (int i = 1; i <= levels; ++i) expected += ":" + std::to_string(i);
+  EXPECT_EQ(result.content(), expected);
 }
 
-TEST(AgentTest, DeferredRepliesMayWaitTwoLevelsDeep) {
-  tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
-  auto first = std::make_shared<detail::ResultState>();
-  auto second = std::make_shared<detail::ResultState>();
-  auto third = std::make_shared<detail::ResultState>();
-  Counter inner("C");
-  test::Asker middle("M", inner, Msg::placeholder(third));
-  test::Asker outer("A", middle, Msg::placeholder(second));
-  Msg result = outer(Msg::placeholder(first));
-  std::thread resolver([&] {
-    first->resolve(Msg("u", "x"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // outer's reply() waits now
-    second->resolve(Msg("u", "y"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // and middle's
-    third->resolve(Msg("u", "z"));
-  });
-  EXPECT_TRUE(result.wait_for(std::chrono::seconds(10)));
-  resolver.join();
-  EXPECT_EQ(result.content(), "C:1:x:y:z");
+TEST(AgentTest, ADeferredReplyMayWaitForAnotherDeferredCall) {
+  expect_nested_deferred_waits_complete(1);
 }
+
+TEST(AgentTest, DeferredRepliesMayWaitTwoLevelsDeep) { expect_nested_deferred_waits_complete(2); }
+
+// Four waits at once, each needing a rescuer: the most kRescuers allows (README, Known limits).
+TEST(AgentTest, DeferredRepliesMayWaitFourLevelsDeep) { expect_nested_deferred_waits_complete(4); }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {
   test::Faulty f("F");

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -158,25 +159,26 @@ class Picky : public AgentBase {
   Msg reply(const Msg& x) override { return Msg(name(), x.content()); }
 };
 
-// An in-process agent whose reply() calls another agent (with `also` as a second input) and
-// reads its answer.
+// An in-process agent whose reply() calls another agent (with `also`, if given, as a second
+// input: a pending one makes that call wait for it) and reads its answer.
 class Asker : public AgentBase {
  public:
-  Asker(std::string name, DistAgent asked, Msg also = {})
+  Asker(std::string name, DistAgent asked, std::optional<Msg> also = {})
       : AgentBase(std::move(name)), remote_(std::move(asked)), also_(std::move(also)) {}
-  Asker(std::string name, AgentBase& asked, Msg also = {})
+  Asker(std::string name, AgentBase& asked, std::optional<Msg> also = {})
       : AgentBase(std::move(name)), local_(&asked), also_(std::move(also)) {}
   using AgentBase::reply;
   Msg reply(const std::vector<Msg>& xs) override {
     std::vector<Msg> in = xs;
-    if (!also_.empty()) in.push_back(also_);
+    // Passed as it is: asking whether a placeholder is empty would wait for it here.
+    if (also_) in.push_back(*also_);
     return Msg(name(), (local_ ? (*local_)(std::move(in)) : remote_(std::move(in))).content());
   }
 
  private:
   DistAgent remote_;
   AgentBase* local_ = nullptr;
-  Msg also_;
+  std::optional<Msg> also_;
 };
 
 // Its constructor throws something that is not a std::exception.
