@@ -370,6 +370,33 @@ void BM_CallsThatWait(benchmark::State& state) {
 }
 BENCHMARK(BM_CallsThatWait)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->MinTime(1.0);
 
+// The same for an in-process agent, whose calls that wait leave the graph for the reply pool
+// (its own threads: a reply() may wait on results, which no TBB worker may do). Arg 0 is the
+// baseline (inputs ready: each call runs at once on this thread); arg 1: 256 calls whose input
+// is pending, released at once; arg 2: one such call at a time (a lone deferred call's
+// latency, a thread hand-over included).
+void BM_InProcessCallsThatWait(benchmark::State& state) {
+  const int mode = static_cast<int>(state.range(0));
+  const std::size_t calls = mode == 2 ? 1 : 256;
+  Echo a("L");
+  std::vector<troupe::Msg> results;
+  results.reserve(calls);
+  for (auto _ : state) {
+    auto gate = std::make_shared<troupe::detail::ResultState>(troupe::detail::Runtime::get());
+    const troupe::Msg input =
+        mode != 0 ? troupe::Msg::placeholder(gate) : troupe::Msg("user", kContent);
+    results.clear();
+    for (std::size_t i = 0; i < calls; ++i) results.push_back(a(input));
+    if (mode != 0) gate->resolve(troupe::Msg("user", kContent));
+    troupe::wait_all(results);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * calls));
+  state.SetLabel(mode == 0   ? "inputs ready (direct)"
+                 : mode == 1 ? "256 inputs pending, released at once"
+                             : "one call at a time, input pending");
+}
+BENCHMARK(BM_InProcessCallsThatWait)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->MinTime(1.0);
+
 // Fan-out/fan-in: 8 agents, 8 calls in flight each, then one agent gathers all 64 results.
 void BM_FanOutFanIn(benchmark::State& state) {
   const int children = static_cast<int>(state.range(0));

@@ -11,14 +11,16 @@
 #include <deque>
 #include <utility>
 
+#include "troupe/core/detail/reply_pool.hpp"
 #include "troupe/core/error.hpp"
 
 namespace troupe::detail {
 
 namespace {
 
-// How many rescuers may run at once (start_rescuer): one per lane body that waits, nested or
-// side by side. Past it a body waits without one. Each holds a slot of the dispatcher's arena
+// How many rescuers may run at once (start_rescuer): one per lane body that waits on a TBB
+// worker. Past it a body waits without one (another's rescuer keeps the graph going: rescuers
+// never wait themselves, see is_rescuer()). Each holds a slot of the dispatcher's arena
 // reserved for external threads (TBB's workers are limited to the cores); not more slots: each
 // one more reserved slot made calls through the graph slower (BM_CallsThatWait/1: about 25%
 // with 64 of them, within noise with 4).
@@ -36,6 +38,14 @@ tbb::task_arena& dispatcher_arena() {
     return a;
   }();
   return *arena;
+}
+
+// Whether this thread is a rescuer. A rescuer hands the in-process calls it would run to the
+// reply pool, so that it never waits on a result itself: one rescuer keeps the graph going
+// however deep the waits of the replies it hands over nest.
+bool& is_rescuer() noexcept {
+  thread_local bool rescuer = false;
+  return rescuer;
 }
 
 // A rescuer joins the arena and runs its tasks until `wake` runs: its `group` waits for that
@@ -67,6 +77,7 @@ std::shared_ptr<void> start_rescuer() {
     handle = std::shared_ptr<void>(
         rescuer.get(), [rescuer](void*) noexcept { rescuer->group.run(std::move(rescuer->wake)); });
     std::thread([rescuer] {
+      is_rescuer() = true;
       dispatcher_arena().execute([&] { rescuer->group.wait(); });
       g_rescuers.fetch_sub(1, std::memory_order_relaxed);
     }).detach();
@@ -154,29 +165,79 @@ void AgentLane::make_nodes() {
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
-        // SYNC POINT: seq_cst, the Dekker pairs with close() (see closed()): either close()
-        // sees this call started and executing and waits for it, or this call sees the lane
-        // closed and runs nothing.
-        executing_.fetch_add(1, std::memory_order_seq_cst);
-        executing_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-        call->started.store(true, std::memory_order_seq_cst);
+        // An in-process call runs here, on a TBB thread, unless a rescuer took it (it goes to
+        // the reply pool: see is_rescuer()) or the lane's earlier calls went there (it follows
+        // them, in order). Sends and releases always run here.
+        if (call->on_reply_pool && (is_rescuer() || handed_over_pending())) {
+          hand_over(call);
+          return tbb::flow::continue_msg();
+        }
         // A reply() that waits long for a result gets a rescuer to run the graph meanwhile.
         const RescueStarter outer = std::exchange(thread_rescue_starter(), &start_rescuer);
-        // An exception escaping a body would cancel the whole graph: it fails this call.
-        try {
-          execute(*call);
-        } catch (...) {
-          call->result->fail(std::current_exception());
-        }
+        run_in_order(*call);
         thread_rescue_starter() = outer;
-        executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
-        executing_.fetch_sub(1, std::memory_order_release);
-        // SYNC POINT: release pairs with the acquire load in admit(): a direct call that
-        // sees the count drop runs after this one.
-        queued_.fetch_sub(1, std::memory_order_acq_rel);
         return tbb::flow::continue_msg();
       });
   tbb::flow::make_edge(*sequencer_, *runner_);
+}
+
+void AgentLane::run_in_order(LaneCall& call) noexcept {
+  // SYNC POINT: seq_cst, the Dekker pairs with close() (see closed()): either close() sees
+  // this call started and executing and waits for it, or this call sees the lane closed and
+  // runs nothing.
+  executing_.fetch_add(1, std::memory_order_seq_cst);
+  executing_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  call.started.store(true, std::memory_order_seq_cst);
+  // An exception escaping a runner's body would cancel the whole graph: it fails this call.
+  try {
+    execute(call);
+  } catch (...) {
+    call.result->fail(std::current_exception());
+  }
+  executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
+  executing_.fetch_sub(1, std::memory_order_release);
+  // SYNC POINT: release pairs with the acquire load in admit(): a direct call that sees the
+  // count drop runs after this one.
+  queued_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void AgentLane::hand_over(const LaneCallPtr& call) noexcept {
+  bool schedule;
+  {
+    std::lock_guard lock(handed_over_mutex_);
+    // For want of memory this ends the process (noexcept): a call lost here would hold every
+    // later call of the lane for good, as in enter().
+    handed_over_.push_back(call);
+    schedule = !std::exchange(scheduled_, true);
+  }
+  // The call holds its lane (admit() set call->lane): the pool keeps it until it has run.
+  if (schedule) schedule_on_reply_pool(call->lane);
+}
+
+bool AgentLane::handed_over_pending() noexcept {
+  // Cleared by the pool only after the last handed-over call has run (run_handed_over()).
+  std::lock_guard lock(handed_over_mutex_);
+  return scheduled_;
+}
+
+void AgentLane::run_handed_over() noexcept {
+  // A turn of a few calls, then the lane goes to the back of the pool's queue: lanes that
+  // keep being handed calls share the pool's threads.
+  constexpr int kTurn = 16;
+  for (int turn = 0; turn < kTurn; ++turn) {
+    LaneCallPtr call;
+    {
+      std::lock_guard lock(handed_over_mutex_);
+      if (handed_over_.empty()) {
+        scheduled_ = false;
+        return;
+      }
+      call = std::move(handed_over_.front());
+      handed_over_.pop_front();
+    }
+    run_in_order(*call);
+  }
+  schedule_on_reply_pool(shared_from_this());  // still scheduled_
 }
 
 void AgentLane::warm_up() {

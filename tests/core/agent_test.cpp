@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/core/detail/reply_pool.hpp"
 #include "troupe/core/detail/result_state.hpp"
 #include "troupe/core/detail/runtime.hpp"
 
@@ -108,9 +109,10 @@ TEST(AgentTest, ATimedOutDeferredCallLetsLaterCallsProceedAndNeverRuns) {
 
 // A chain of `levels` in-process Askers over a Counter, each asking the next with a gate that
 // opens only after it waits: every reply() in the chain blocks, reading a call that is itself
-// deferred, so each inner call needs a thread that is not held by a waiting reply(). Runs with
-// TBB limited to one worker, as on this 2-core machine: with more, the inner calls would find
-// a free worker anyway and the test would prove nothing. The lane bodies' rescuers run them.
+// deferred, so each inner call needs a thread that is not held by a waiting reply(). TBB is
+// limited to one worker, as on this 2-core machine: the outermost reply() holds it, its rescuer
+// hands the inner calls to the reply pool, and there a thread that waits long stops counting as
+// running.
 void expect_nested_deferred_waits_complete(int levels) {
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
   std::vector<std::shared_ptr<detail::ResultState>> gates;
@@ -146,8 +148,55 @@ TEST(AgentTest, ADeferredReplyMayWaitForAnotherDeferredCall) {
 
 TEST(AgentTest, DeferredRepliesMayWaitTwoLevelsDeep) { expect_nested_deferred_waits_complete(2); }
 
-// Four waits at once, each needing a rescuer: the most kRescuers allows (README, Known limits).
-TEST(AgentTest, DeferredRepliesMayWaitFourLevelsDeep) { expect_nested_deferred_waits_complete(4); }
+// Sixteen waits at once, each needing a thread of its own. (When rescuers ran the inner calls
+// themselves, four of them at most, five hung.)
+TEST(AgentTest, DeferredRepliesMayWaitSixteenLevelsDeep) {
+  expect_nested_deferred_waits_complete(16);
+  // The pool's threads beyond what may run at once leave after a second idle.
+  const int limit = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (detail::reply_pool_counts().threads > limit && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_LE(detail::reply_pool_counts().threads, limit);
+  EXPECT_EQ(detail::reply_pool_counts().waiting, 0);
+}
+
+// In-process replies that wait do not hold up the graph: while more of them wait than TBB has
+// threads and rescuers, a remote call that waited in the graph for its input is still sent.
+TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
+  tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
+  auto gate = std::make_shared<detail::ResultState>();
+  Counter inner("C");
+  std::vector<std::unique_ptr<test::Asker>> waiters;
+  std::vector<Msg> waiting;
+  for (int i = 0; i < 6; ++i) {
+    // Each reply() asks C with the gate as a second input, and waits for that deferred call.
+    waiters.push_back(
+        std::make_unique<test::Asker>("W" + std::to_string(i), inner, Msg::placeholder(gate)));
+    auto trigger = std::make_shared<detail::ResultState>();
+    waiting.push_back((*waiters.back())(Msg::placeholder(trigger)));
+    trigger->resolve(Msg("u", std::to_string(i)));
+  }
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (detail::reply_pool_counts().waiting < 5 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // The first reply waits on TBB's worker, the others (handed over by its rescuer) on the pool.
+  ASSERT_EQ(detail::reply_pool_counts().waiting, 5);
+  auto remote = Counter("R").to_dist({.lazy_launch = false});
+  auto input = std::make_shared<detail::ResultState>();
+  Msg through_graph = remote(Msg::placeholder(input));  // waits in the graph for `input`
+  input->resolve(Msg("u", "r"));
+  EXPECT_TRUE(through_graph.wait_for(std::chrono::seconds(5)));
+  EXPECT_EQ(through_graph.content(), "R:1:r");
+  EXPECT_FALSE(waiting.front().ready());
+  gate->resolve(Msg("u", "g"));
+  ASSERT_TRUE(wait_all(waiting, std::chrono::seconds(10)));
+  std::set<std::string> answers;
+  for (const Msg& m : waiting) answers.insert(m.content());
+  EXPECT_EQ(answers.size(), 6u);  // C answered each once, in some order
+}
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {
   test::Faulty f("F");

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -46,8 +47,12 @@ struct LaneCall {
   std::shared_ptr<AgentLane> lane;  ///< set by admit() for a call that waits
   std::uint64_t seq = 0;
   std::atomic<int> unresolved{0};
-  std::atomic<bool> started{false};  ///< the runner took it (AgentLane::close() spares it)
+  std::atomic<bool> started{false};  ///< it began to run (AgentLane::close() spares it)
   std::atomic<bool> queued{false};   ///< handed to the sequencer (exactly once)
+  /// Runs user code (an in-process agent's reply() or observe()), which may wait on results:
+  /// a rescuer hands it to the reply pool (reply_pool.hpp) instead of running it. Set before
+  /// admit().
+  bool on_reply_pool = false;
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
 
@@ -103,6 +108,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// `error` (its inputs may never resolve), and so does every call admitted later, at once.
   /// A call already running is not waited for: it fails on its own, on the dead link.
   void fail_unstarted(std::exception_ptr error);
+  /// The reply pool's: runs the calls the graph handed over, in order, one at a time.
+  void run_handed_over() noexcept;
   /// After close(): the text calls that have not run fail with; else nullptr. A graph call
   /// asks it after it is counted as executing (the Dekker pair with close()).
   const std::string* closed() const noexcept {
@@ -113,6 +120,13 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
 
  private:
   static void execute(LaneCall& call);
+  /// Runs a call that left the graph (on a TBB worker, or on the reply pool), counted as
+  /// executing for close(), and then as no longer queued.
+  void run_in_order(LaneCall& call) noexcept;
+  /// The runner's, for a call on_reply_pool: queued behind the lane's earlier ones.
+  void hand_over(const LaneCallPtr& call) noexcept;
+  /// Whether calls handed over to the pool are queued or running (a later call follows them).
+  bool handed_over_pending() noexcept;
   /// Into the sequencer exactly once: when the last input settles, or when the call's own
   /// result settles first (a timeout), so that the agent's later calls proceed.
   void enter(const LaneCallPtr& call) noexcept;
@@ -130,7 +144,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::atomic<bool> closing_{false};
   std::string closed_why_;                           // written once, before closing_ is set
   std::atomic<int> executing_{0};                    // graph calls inside execute() right now
-  std::atomic<std::thread::id> executing_thread_{};  // the runner's thread while it executes
+  std::atomic<std::thread::id> executing_thread_{};  // the thread that executes, meanwhile
   // Graph calls admitted and not yet run, for close(). Its own mutex, not admit_mutex_: an
   // agent destroyed inside its own direct call (which holds admit_mutex_) must not deadlock.
   // Lock order: admit_mutex_, then admitted_mutex_. Expired entries are swept when the list
@@ -139,6 +153,11 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::vector<std::weak_ptr<LaneCall>> admitted_;  // guarded by admitted_mutex_
   std::exception_ptr refusal_;  // guarded by admitted_mutex_: set by fail_unstarted()
   std::size_t sweep_at_ = 64;   // guarded by admitted_mutex_
+  // Calls the runner handed over to the reply pool, in order; scheduled_: the lane is on the
+  // pool's queue or one of its threads runs these (so at most one does).
+  std::mutex handed_over_mutex_;
+  std::deque<LaneCallPtr> handed_over_;  // guarded by handed_over_mutex_
+  bool scheduled_ = false;               // guarded by handed_over_mutex_
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };

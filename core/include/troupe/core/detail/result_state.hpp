@@ -37,16 +37,17 @@ class ProgressDriver {
   virtual void watch_deadline(std::weak_ptr<ResultState> state) = 0;
 };
 
-/// A lane's call body (a user's reply()) runs on one of TBB's threads, and the task that would
-/// settle a result it reads may need a thread too (with 2 cores TBB has one worker). While such
-/// a body runs, its thread's RescueStarter is set: a wait that lasts starts a rescuer, a thread
-/// that runs the graph's tasks meanwhile, and lets it go by dropping the returned handle (null
-/// if none could start). The waiting thread itself keeps waiting as any other does (driving
-/// its result, honouring deadlines): it never waits for the rescuer (agent_lane.cpp).
+/// An in-process agent's deferred reply() runs on one of TBB's threads or on the reply pool,
+/// and the call that would settle a result it reads may need a thread too. While such a body
+/// runs, its thread's RescueStarter is set: a wait that lasts starts a rescuer (on a TBB thread,
+/// a thread that runs the graph's tasks meanwhile; on the pool, another pool thread) and lets
+/// it go by dropping the returned handle (null if none could start). The waiting thread itself
+/// keeps waiting as any other does (driving its result, honouring deadlines): it never waits
+/// for the rescuer (agent_lane.cpp, reply_pool.hpp).
 using RescueStarter = std::shared_ptr<void> (*)();
 RescueStarter& thread_rescue_starter() noexcept;
-/// How long a waiting lane body waits by itself before it starts a rescuer, and how often it
-/// asks again while none is free.
+/// How long a waiting body waits by itself before it starts a rescuer, and how often it asks
+/// again while none is free.
 inline constexpr std::chrono::microseconds kWaitBeforeRescue{300};
 inline constexpr std::chrono::milliseconds kRescueRetry{2};
 
