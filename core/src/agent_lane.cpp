@@ -91,6 +91,8 @@ std::shared_ptr<void> start_rescuer() {
 
 }  // namespace
 
+int rescuers_running() noexcept { return g_rescuers.load(std::memory_order_relaxed); }
+
 tbb::flow::graph& dispatcher_graph() {
   // Never destroyed: lanes (owned by user handles) may outlive static destruction order. Made
   // inside the arena, it runs its tasks there.
@@ -165,10 +167,10 @@ void AgentLane::make_nodes() {
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
-        // An in-process call runs here, on a TBB thread, unless a rescuer took it (it goes to
-        // the reply pool: see is_rescuer()) or the lane's earlier calls went there (it follows
-        // them, in order). Sends and releases always run here.
-        if (call->on_reply_pool && (is_rescuer() || handed_over_pending())) {
+        // A call runs here, on a TBB thread, unless it is an in-process one that a rescuer
+        // took (it goes to the reply pool: see is_rescuer()), or the lane's earlier calls went
+        // there (it follows them, in order).
+        if (handed_over_pending() || (call->on_reply_pool && is_rescuer())) {
           hand_over(call);
           return tbb::flow::continue_msg();
         }
@@ -208,16 +210,20 @@ void AgentLane::hand_over(const LaneCallPtr& call) noexcept {
     // For want of memory this ends the process (noexcept): a call lost here would hold every
     // later call of the lane for good, as in enter().
     handed_over_.push_back(call);
-    schedule = !std::exchange(scheduled_, true);
+    schedule = !scheduled_.exchange(true, std::memory_order_relaxed);
   }
   // The call holds its lane (admit() set call->lane): the pool keeps it until it has run.
-  if (schedule) schedule_on_reply_pool(call->lane);
+  if (schedule) {
+    schedule_on_reply_pool(call->lane);
+  } else {
+    retry_reply_pool_if_starved();  // the lane is queued: is there a thread for it?
+  }
 }
 
-bool AgentLane::handed_over_pending() noexcept {
-  // Cleared by the pool only after the last handed-over call has run (run_handed_over()).
-  std::lock_guard lock(handed_over_mutex_);
-  return scheduled_;
+bool AgentLane::handed_over_pending() const noexcept {
+  // SYNC POINT: acquire pairs with run_handed_over()'s release store, made after the last
+  // handed-over call has run: a call that sees false runs after those.
+  return scheduled_.load(std::memory_order_acquire);
 }
 
 void AgentLane::run_handed_over() noexcept {
@@ -229,7 +235,7 @@ void AgentLane::run_handed_over() noexcept {
     {
       std::lock_guard lock(handed_over_mutex_);
       if (handed_over_.empty()) {
-        scheduled_ = false;
+        scheduled_.store(false, std::memory_order_release);
         return;
       }
       call = std::move(handed_over_.front());

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <system_error>
@@ -26,6 +27,11 @@ constexpr int kIdleSpins = 200;
 /// How long a thread beyond the running limit stays idle before it exits.
 constexpr auto kIdleExit = std::chrono::seconds(1);
 
+bool& pool_thread() noexcept {
+  thread_local bool on_pool = false;
+  return on_pool;
+}
+
 class ReplyPool {
  public:
   static ReplyPool& get() {
@@ -43,15 +49,25 @@ class ReplyPool {
     start_if_short(lock);
   }
 
+  void retry_if_starved() noexcept {
+    if (!starved_.load(std::memory_order_relaxed)) return;
+    std::unique_lock lock(mutex_);
+    start_if_short(lock);
+  }
+
   // The RescueStarter of pool threads: this thread waits on a result, so it stops counting as
   // running (and a thread starts for queued work if that leaves it without one) until the
-  // returned handle goes.
+  // returned handle goes. Null when queued work is left without a thread (none could start):
+  // the waiter then asks again every kRescueRetry, and so tries again to start one.
   static std::shared_ptr<void> waiting() {
     ReplyPool& pool = get();
     {
       std::unique_lock lock(pool.mutex_);
       ++pool.waiting_;
-      pool.start_if_short(lock);
+      if (!pool.start_if_short(lock)) {
+        --pool.waiting_;
+        return nullptr;
+      }
     }
     static int token;
     return std::shared_ptr<void>(&token, [](void*) {
@@ -63,7 +79,7 @@ class ReplyPool {
 
   ReplyPoolCounts counts() {
     std::lock_guard lock(mutex_);
-    return {threads_, waiting_};
+    return {threads_, waiting_, limit_};
   }
 
  private:
@@ -71,22 +87,36 @@ class ReplyPool {
 
   // With mutex_ held. Queued lanes get a thread: an idle one is woken; failing that, one starts
   // while fewer than limit_ run calls. (Idle threads count as taking a lane each: a burst of
-  // schedules before they wake starts no thread they would make redundant.)
-  void start_if_short([[maybe_unused]] const std::unique_lock<std::mutex>& lock) noexcept {
+  // schedules before they wake starts no thread they would make redundant.) False when queued
+  // work is left with no thread that will take it: none idle, none running (a running one
+  // takes the next lane when it is done), and none could start. Then starved_ is set, and
+  // every later schedule, wait and retry_if_starved() tries again.
+  bool start_if_short([[maybe_unused]] const std::unique_lock<std::mutex>& lock) noexcept {
     const auto queued = static_cast<int>(lanes_.size());
-    if (queued == 0) return;
-    if (idle_ > 0) cv_.notify_one();
-    const int running = threads_ - idle_ - waiting_;
-    if (queued <= idle_ || running >= limit_) return;
+    if (idle_ > 0 && queued > 0) cv_.notify_one();
+    if (queued <= idle_ || threads_ - idle_ - waiting_ >= limit_) {
+      starved_.store(false, std::memory_order_relaxed);
+      return true;
+    }
     try {
       std::thread([this] { work(); }).detach();
       ++threads_;
-    } catch (const std::system_error&) {
-      // No thread to be had: the lane waits for one that finishes or stops waiting.
+      starved_.store(false, std::memory_order_relaxed);
+      return true;
+    } catch (const std::system_error& e) {
+      if (threads_ - idle_ - waiting_ > 0) return true;  // a running thread will take it
+      if (!starved_.exchange(true, std::memory_order_relaxed)) {
+        std::fprintf(stderr,
+                     "troupe: the reply pool could not start a thread (%s): in-process calls "
+                     "wait until one can start\n",
+                     e.what());
+      }
+      return false;
     }
   }
 
   void work() noexcept {
+    pool_thread() = true;
     // A call of this thread that waits long on a result lets another thread run.
     thread_rescue_starter() = &ReplyPool::waiting;
     std::unique_lock lock(mutex_);
@@ -125,6 +155,7 @@ class ReplyPool {
   int threads_ = 0;                     // guarded by mutex_: alive
   int idle_ = 0;                        // guarded by mutex_: looking for work or asleep
   int waiting_ = 0;                     // guarded by mutex_: waiting on a result
+  std::atomic<bool> starved_{false};    // queued work had no thread: see start_if_short()
 };
 
 }  // namespace
@@ -133,6 +164,10 @@ void schedule_on_reply_pool(std::shared_ptr<AgentLane> lane) noexcept {
   ReplyPool::get().schedule(std::move(lane));
 }
 
+void retry_reply_pool_if_starved() noexcept { ReplyPool::get().retry_if_starved(); }
+
 ReplyPoolCounts reply_pool_counts() noexcept { return ReplyPool::get().counts(); }
+
+bool on_reply_pool_thread() noexcept { return pool_thread(); }
 
 }  // namespace troupe::detail

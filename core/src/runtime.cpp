@@ -13,6 +13,7 @@
 #include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
 #include "troupe/core/detail/private_futex.hpp"
+#include "troupe/core/detail/reply_pool.hpp"
 #include "troupe/core/error.hpp"
 #include "troupe/core/wire.hpp"
 
@@ -447,6 +448,8 @@ void Runtime::background_loop() {
   std::uint64_t calls_seen = calls_.load(std::memory_order_relaxed);
   auto last_call = idle_since;  // when calls_ was last seen to change
   while (!stopping_.load(std::memory_order_acquire)) {
+    // In-process calls queued for the reply pool when no thread could start get another try.
+    retry_reply_pool_if_starved();
     const auto now = Clock::now();
     if (const std::uint64_t calls = calls_.load(std::memory_order_relaxed); calls != calls_seen) {
       calls_seen = calls;

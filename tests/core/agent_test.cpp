@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "support/test_agents.hpp"
+#include "troupe/core/detail/agent_lane.hpp"
 #include "troupe/core/detail/reply_pool.hpp"
 #include "troupe/core/detail/result_state.hpp"
 #include "troupe/core/detail/runtime.hpp"
@@ -153,7 +154,7 @@ TEST(AgentTest, DeferredRepliesMayWaitTwoLevelsDeep) { expect_nested_deferred_wa
 TEST(AgentTest, DeferredRepliesMayWaitSixteenLevelsDeep) {
   expect_nested_deferred_waits_complete(16);
   // The pool's threads beyond what may run at once leave after a second idle.
-  const int limit = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  const int limit = detail::reply_pool_counts().limit;
   const auto until = Clock::now() + std::chrono::seconds(10);
   while (detail::reply_pool_counts().threads > limit && Clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -170,6 +171,7 @@ TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
   Counter inner("C");
   std::vector<std::unique_ptr<test::Asker>> waiters;
   std::vector<Msg> waiting;
+  const int waiting_before = detail::reply_pool_counts().waiting;  // an earlier test's, if any
   for (int i = 0; i < 6; ++i) {
     // Each reply() asks C with the gate as a second input, and waits for that deferred call.
     waiters.push_back(
@@ -179,11 +181,12 @@ TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
     trigger->resolve(Msg("u", std::to_string(i)));
   }
   const auto until = Clock::now() + std::chrono::seconds(10);
-  while (detail::reply_pool_counts().waiting < 5 && Clock::now() < until) {
+  while (detail::reply_pool_counts().waiting < waiting_before + 5 && Clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  // The first reply waits on TBB's worker, the others (handed over by its rescuer) on the pool.
-  ASSERT_EQ(detail::reply_pool_counts().waiting, 5);
+  // The first reply waits on TBB's worker, the others (handed over by its rescuer) on the pool
+  // (all six, if a rescuer left by an earlier test took the first).
+  ASSERT_GE(detail::reply_pool_counts().waiting, waiting_before + 5);
   auto remote = Counter("R").to_dist({.lazy_launch = false});
   auto input = std::make_shared<detail::ResultState>();
   Msg through_graph = remote(Msg::placeholder(input));  // waits in the graph for `input`
@@ -196,6 +199,110 @@ TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
   std::set<std::string> answers;
   for (const Msg& m : waiting) answers.insert(m.content());
   EXPECT_EQ(answers.size(), 6u);  // C answered each once, in some order
+}
+
+// Records the order of its calls, and whether two ever overlapped.
+class Recorder : public AgentBase {
+ public:
+  using AgentBase::AgentBase;
+  using AgentBase::reply;
+  Msg reply(const std::vector<Msg>& xs) override {  // the first message names the call
+    if (in_reply_.exchange(true)) overlapped_ = true;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    seen_.push_back(xs.at(0).content());
+    on_pool_.push_back(detail::on_reply_pool_thread());
+    in_reply_ = false;
+    return Msg(name(), xs.at(0).content());
+  }
+  std::vector<std::string> seen_;  // written one call at a time (the point of the test)
+  std::vector<bool> on_pool_;
+  std::atomic<bool> overlapped_{false};
+
+ private:
+  std::atomic<bool> in_reply_{false};
+};
+
+// A reply() that waits long on TBB's worker (with TBB limited to one); `release` ends the wait.
+struct WorkerHolder {
+  std::shared_ptr<detail::ResultState> release = std::make_shared<detail::ResultState>();
+  std::shared_ptr<detail::ResultState> trigger = std::make_shared<detail::ResultState>();
+  Counter inner{"I"};
+  test::Asker holder{"H", inner, Msg::placeholder(release)};
+  Msg held = holder(Msg::placeholder(trigger));
+  WorkerHolder() {
+    // A rescuer an earlier test let go may still finish a task: it would take the holder's
+    // call (to the pool) and leave the worker free.
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (detail::rescuers_running() > 0 && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    trigger->resolve(Msg("u", "h"));
+    // Its rescuer runs the graph once the wait has lasted 300 us.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ~WorkerHolder() {
+    release->resolve(Msg("u", "r"));
+    (void)held.wait_for(std::chrono::seconds(10));
+  }
+};
+
+// A lane's calls run one at a time and in order when some go to the reply pool (a rescuer took
+// them while a reply() waited on TBB's worker), more than a pool turn (16) at once, and later
+// ones run on TBB's worker again (after the pool is done with the lane's earlier ones).
+TEST(AgentTest, InProcessCallsKeepOrderAcrossTheReplyPool) {
+  tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
+  Recorder recorder("R");
+  std::vector<Msg> results;
+  auto issue = [&](int from, int to) {
+    auto gate = std::make_shared<detail::ResultState>();
+    for (int i = from; i < to; ++i) {
+      results.push_back(recorder({Msg("u", std::to_string(i)), Msg::placeholder(gate)}));
+    }
+    gate->resolve(Msg("u", "g"));
+  };
+  {
+    WorkerHolder holder;  // from here the rescuer runs the graph: R's calls go to the pool
+    issue(0, 40);
+  }
+  issue(40, 60);  // the worker is free again, but R's first calls are not done: these follow
+  ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
+  issue(60, 80);  // none left on the pool: these run on TBB's thread
+  ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
+  for (const Msg& r : results) ASSERT_EQ(r.error_message(), "");
+  EXPECT_FALSE(recorder.overlapped_);
+  ASSERT_EQ(recorder.seen_.size(), 80u);
+  for (int i = 0; i < 80; ++i) EXPECT_EQ(recorder.seen_[i], std::to_string(i));
+  for (int i = 0; i < 40; ++i) EXPECT_TRUE(recorder.on_pool_[i]) << i;
+  for (int i = 60; i < 80; ++i) EXPECT_FALSE(recorder.on_pool_[i]) << i;
+  std::printf("calls issued as the worker came free that ran on the pool: %zd of 20\n",
+              std::count(recorder.on_pool_.begin() + 40, recorder.on_pool_.begin() + 60, true));
+}
+
+// An agent destroyed while its calls wait on the reply pool: those not started fail with the
+// usual error and never run; the one running finishes first.
+TEST(AgentTest, DestroyingAnAgentFailsItsCallsWaitingOnTheReplyPool) {
+  tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
+  WorkerHolder holder;
+  auto release = std::make_shared<detail::ResultState>();
+  Counter inner("I2");
+  auto asker = std::make_unique<test::Asker>("A", inner, Msg::placeholder(release));
+  auto gate = std::make_shared<detail::ResultState>();
+  std::vector<Msg> calls;
+  for (int i = 0; i < 5; ++i) calls.push_back((*asker)(Msg::placeholder(gate)));
+  gate->resolve(Msg("u", "g"));  // the first runs on the pool and waits; four queue behind it
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    release->resolve(Msg("u", "r"));
+  });
+  asker.reset();  // waits for the running call
+  releaser.join();
+  EXPECT_EQ(calls[0].content(), "I2:1:g:r");
+  for (int i = 1; i < 5; ++i) {
+    EXPECT_NE(calls[i].error_message().find("agent 'A' was destroyed before this call could run"),
+              std::string::npos)
+        << calls[i].error_message();
+  }
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

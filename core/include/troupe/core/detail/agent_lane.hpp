@@ -10,6 +10,11 @@
 // fails there, with its input's error. The graph nodes are made on the lane's first such call:
 // an agent that never waits costs no node.
 //
+// The function_node runs a call on its TBB thread, except an in-process call that a rescuer
+// (a thread that joins the graph while a reply() waits on a TBB thread) would run: that goes to
+// the reply pool (reply_pool.hpp), and the lane's later calls follow it there while any are
+// left, so that a lane's calls still run one at a time, in order.
+//
 // Invariant: queued_ counts calls admitted to the graph and not yet run. A call runs directly
 // only with queued_ == 0, under admit_mutex_, so it cannot overtake a queued one.
 #include <oneapi/tbb/flow_graph.h>
@@ -50,8 +55,8 @@ struct LaneCall {
   std::atomic<bool> started{false};  ///< it began to run (AgentLane::close() spares it)
   std::atomic<bool> queued{false};   ///< handed to the sequencer (exactly once)
   /// Runs user code (an in-process agent's reply() or observe()), which may wait on results:
-  /// a rescuer hands it to the reply pool (reply_pool.hpp) instead of running it. Set before
-  /// admit().
+  /// a rescuer hands it to the reply pool (reply_pool.hpp) instead of running it. (Any call of
+  /// a lane whose earlier calls were handed over follows them there.) Set before admit().
   bool on_reply_pool = false;
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
@@ -65,6 +70,8 @@ struct FunctionLaneCall final : LaneCall {
 
 /// The graph every lane's nodes live in.
 tbb::flow::graph& dispatcher_graph();
+/// Rescuers started and not yet gone (for tests: a rescuer leaves after the task it runs).
+int rescuers_running() noexcept;
 
 class AgentLane : public std::enable_shared_from_this<AgentLane> {
  public:
@@ -126,7 +133,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// The runner's, for a call on_reply_pool: queued behind the lane's earlier ones.
   void hand_over(const LaneCallPtr& call) noexcept;
   /// Whether calls handed over to the pool are queued or running (a later call follows them).
-  bool handed_over_pending() noexcept;
+  bool handed_over_pending() const noexcept;
   /// Into the sequencer exactly once: when the last input settles, or when the call's own
   /// result settles first (a timeout), so that the agent's later calls proceed.
   void enter(const LaneCallPtr& call) noexcept;
@@ -154,10 +161,11 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::exception_ptr refusal_;  // guarded by admitted_mutex_: set by fail_unstarted()
   std::size_t sweep_at_ = 64;   // guarded by admitted_mutex_
   // Calls the runner handed over to the reply pool, in order; scheduled_: the lane is on the
-  // pool's queue or one of its threads runs these (so at most one does).
+  // pool's queue or one of its threads runs these (so at most one does). Written under
+  // handed_over_mutex_; the runner reads it without (handed_over_pending()).
   std::mutex handed_over_mutex_;
   std::deque<LaneCallPtr> handed_over_;  // guarded by handed_over_mutex_
-  bool scheduled_ = false;               // guarded by handed_over_mutex_
+  std::atomic<bool> scheduled_{false};
   std::unique_ptr<tbb::flow::sequencer_node<LaneCallPtr>> sequencer_;
   std::unique_ptr<tbb::flow::function_node<LaneCallPtr>> runner_;
 };

@@ -11,10 +11,11 @@
 // waits: in the pool, a thread that waits long on a result stops counting as running and
 // another one takes the queued calls, so such waits nest as deep as threads can be made.
 //
-// Invariants: at most max(2, hardware threads) pool threads run calls at once, not counting
-// those waiting on results (marked by the handle their thread_rescue_starter() gives); a lane is
-// queued at most once (AgentLane's scheduled_) and run by one thread at a time, in the order its
-// calls left the graph. Threads beyond that count exit after a second idle.
+// Invariants: a thread starts for queued work only while fewer than max(2, hardware threads)
+// pool threads run calls, not counting those waiting on results (marked by the handle their
+// thread_rescue_starter() gives; one that stops waiting runs on, so more may run for a while);
+// a lane is queued at most once (AgentLane's scheduled_) and run by one thread at a time, in
+// the order its calls left the graph. Threads beyond that count exit after a second idle.
 #include <memory>
 
 namespace troupe::detail {
@@ -22,15 +23,22 @@ namespace troupe::detail {
 class AgentLane;
 
 /// Runs `lane`'s calls handed over by its graph (AgentLane::run_handed_over) on a pool thread.
-/// Never throws: with no thread to be had (the system refuses one), a thread that finishes or
-/// stops waiting takes the lane.
+/// Never throws. When the system refuses a thread and no pool thread will take the lane, it
+/// says so on stderr once, and later schedules, waits and retry_reply_pool_if_starved() try
+/// again.
 void schedule_on_reply_pool(std::shared_ptr<AgentLane> lane) noexcept;
+/// Tries again to start a thread for queued work that has none (cheap when there is none).
+void retry_reply_pool_if_starved() noexcept;
 
-/// Pool threads alive, and those of them waiting on a result (for tests).
+/// Pool threads alive, those of them waiting on a result, and how many may run calls at once
+/// before no more start (for tests).
 struct ReplyPoolCounts {
   int threads = 0;
   int waiting = 0;
+  int limit = 0;
 };
 ReplyPoolCounts reply_pool_counts() noexcept;
+/// Whether the calling thread is one of the pool's (for tests).
+bool on_reply_pool_thread() noexcept;
 
 }  // namespace troupe::detail
