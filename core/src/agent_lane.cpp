@@ -166,17 +166,21 @@ void AgentLane::make_nodes() {
       dispatcher_graph(), [](const LaneCallPtr& call) { return call->seq; });
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
-      dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& call) {
+      dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& message) {
+        // The call, not the message's pointer: a copy of that pointer (TBB's storage, written by
+        // the thread that put the message) looks racy to TSan, which does not see libtbb hand
+        // the task over; hand_over() takes its own reference from the call.
+        LaneCall& call = *message;
         // A call runs here, on a TBB thread, unless it is an in-process one that a rescuer
         // took (it goes to the reply pool: see is_rescuer()), or the lane's earlier calls went
         // there (it follows them, in order).
-        if (handed_over_pending() || (call->on_reply_pool && is_rescuer())) {
+        if (handed_over_pending() || (call.on_reply_pool && is_rescuer())) {
           hand_over(call);
           return tbb::flow::continue_msg();
         }
         // A reply() that waits long for a result gets a rescuer to run the graph meanwhile.
         const RescueStarter outer = std::exchange(thread_rescue_starter(), &start_rescuer);
-        run_in_order(*call);
+        run_in_order(call);
         thread_rescue_starter() = outer;
         return tbb::flow::continue_msg();
       });
@@ -203,18 +207,18 @@ void AgentLane::run_in_order(LaneCall& call) noexcept {
   queued_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
-void AgentLane::hand_over(const LaneCallPtr& call) noexcept {
+void AgentLane::hand_over(LaneCall& call) noexcept {
   bool schedule;
   {
     std::lock_guard lock(handed_over_mutex_);
     // For want of memory this ends the process (noexcept): a call lost here would hold every
     // later call of the lane for good, as in enter().
-    handed_over_.push_back(call);
+    handed_over_.push_back(call.shared_from_this());
     schedule = !scheduled_.exchange(true, std::memory_order_relaxed);
   }
-  // The call holds its lane (admit() set call->lane): the pool keeps it until it has run.
+  // The call holds its lane (admit() set call.lane): the pool keeps it until it has run.
   if (schedule) {
-    schedule_on_reply_pool(call->lane);
+    schedule_on_reply_pool(call.lane);
   } else {
     retry_reply_pool_if_starved();  // the lane is queued: is there a thread for it?
   }

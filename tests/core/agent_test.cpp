@@ -272,37 +272,53 @@ TEST(AgentTest, InProcessCallsKeepOrderAcrossTheReplyPool) {
   EXPECT_FALSE(recorder.overlapped_);
   ASSERT_EQ(recorder.seen_.size(), 80u);
   for (int i = 0; i < 80; ++i) EXPECT_EQ(recorder.seen_[i], std::to_string(i));
-  for (int i = 0; i < 40; ++i) EXPECT_TRUE(recorder.on_pool_[i]) << i;
-  for (int i = 60; i < 80; ++i) EXPECT_FALSE(recorder.on_pool_[i]) << i;
-  std::printf("calls issued as the worker came free that ran on the pool: %zd of 20\n",
-              std::count(recorder.on_pool_.begin() + 40, recorder.on_pool_.begin() + 60, true));
+  // Which thread took which call is TBB's choice; what matters is that calls went both ways.
+  const auto on_pool = [&](int from, int to) {
+    return std::count(recorder.on_pool_.begin() + from, recorder.on_pool_.begin() + to, true);
+  };
+  std::printf(
+      "calls that ran on the pool: %zd of the first 40, %zd of the next 20, %zd of the "
+      "last 20\n",
+      on_pool(0, 40), on_pool(40, 60), on_pool(60, 80));
+  EXPECT_GE(on_pool(0, 40), 1);
+  EXPECT_LT(on_pool(60, 80), 20);
 }
 
 // An agent destroyed while its calls wait on the reply pool: those not started fail with the
 // usual error and never run; the one running finishes first.
+// An agent destroyed while its calls wait on the reply pool's queue (every pool thread busy):
+// they fail with the usual error and never run; the pool, coming to them later, skips them.
 TEST(AgentTest, DestroyingAnAgentFailsItsCallsWaitingOnTheReplyPool) {
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
-  WorkerHolder holder;
-  auto release = std::make_shared<detail::ResultState>();
-  Counter inner("I2");
-  auto asker = std::make_unique<test::Asker>("A", inner, Msg::placeholder(release));
-  auto gate = std::make_shared<detail::ResultState>();
-  std::vector<Msg> calls;
-  for (int i = 0; i < 5; ++i) calls.push_back((*asker)(Msg::placeholder(gate)));
-  gate->resolve(Msg("u", "g"));  // the first runs on the pool and waits; four queue behind it
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  std::thread releaser([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    release->resolve(Msg("u", "r"));
-  });
-  asker.reset();  // waits for the running call
-  releaser.join();
-  EXPECT_EQ(calls[0].content(), "I2:1:g:r");
-  for (int i = 1; i < 5; ++i) {
-    EXPECT_NE(calls[i].error_message().find("agent 'A' was destroyed before this call could run"),
-              std::string::npos)
-        << calls[i].error_message();
+  WorkerHolder holder;  // the graph's calls now go to the pool
+  // Calls that sleep (not waiting on results: the pool starts no thread for them past its
+  // limit) on more agents than the pool has idle threads and may start: the pool is full.
+  const detail::ReplyPoolCounts counts = detail::reply_pool_counts();
+  std::vector<std::unique_ptr<test::Sleeper>> sleepers;
+  std::vector<Msg> sleeping;
+  auto sleepers_input = std::make_shared<detail::ResultState>();
+  for (int i = 0; i < counts.threads - counts.waiting + counts.limit; ++i) {
+    sleepers.push_back(
+        std::make_unique<test::Sleeper>("S" + std::to_string(i), Kwargs{{"sleep_ms", 500}}));
+    sleeping.push_back((*sleepers.back())(Msg::placeholder(sleepers_input)));
   }
+  sleepers_input->resolve(Msg("u", "s"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every pool thread sleeps now
+  auto counter = std::make_unique<Counter>("A");
+  auto input = std::make_shared<detail::ResultState>();
+  std::vector<Msg> calls;
+  for (int i = 0; i < 5; ++i) calls.push_back((*counter)(Msg::placeholder(input)));
+  input->resolve(Msg("u", "x"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // handed over by now
+  ASSERT_FALSE(calls[0].ready()) << "A's calls ran: the pool had a thread for them";
+  counter.reset();
+  for (const Msg& m : calls) {
+    EXPECT_NE(m.error_message().find("agent 'A' was destroyed before this call could run"),
+              std::string::npos)
+        << m.error_message();
+  }
+  ASSERT_TRUE(wait_all(sleeping, std::chrono::seconds(20)));
+  for (const Msg& m : sleeping) EXPECT_EQ(m.error_message(), "");
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

@@ -39,7 +39,7 @@ class AgentLane;
 
 /// A call in its lane. The body is a virtual, so that a kind of call and what its body needs
 /// come in one allocation (RemoteAgent's calls, on the path of every call that waits).
-struct LaneCall {
+struct LaneCall : std::enable_shared_from_this<LaneCall> {
   LaneCall() = default;
   LaneCall(const LaneCall&) = delete;
   LaneCall& operator=(const LaneCall&) = delete;
@@ -131,7 +131,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   /// executing for close(), and then as no longer queued.
   void run_in_order(LaneCall& call) noexcept;
   /// The runner's, for a call on_reply_pool: queued behind the lane's earlier ones.
-  void hand_over(const LaneCallPtr& call) noexcept;
+  void hand_over(LaneCall& call) noexcept;
   /// Whether calls handed over to the pool are queued or running (a later call follows them).
   bool handed_over_pending() const noexcept;
   /// Into the sequencer exactly once: when the last input settles, or when the call's own
