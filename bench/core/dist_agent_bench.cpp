@@ -370,8 +370,8 @@ void BM_CallsThatWait(benchmark::State& state) {
 }
 BENCHMARK(BM_CallsThatWait)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->MinTime(1.0);
 
-// The same for an in-process agent, whose calls that wait leave the graph for the reply pool
-// (its own threads: a reply() may wait on results, which no TBB worker may do). Arg 0 is the
+// The same for an in-process agent, whose calls that wait run on TBB's thread (the reply pool
+// takes them only from a rescuer, while another reply() waits: not here). Arg 0 is the
 // baseline (inputs ready: each call runs at once on this thread); arg 1: 256 calls whose input
 // is pending, released at once; arg 2: one such call at a time (a lone deferred call's
 // latency, a thread hand-over included).

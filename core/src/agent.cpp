@@ -81,7 +81,7 @@ std::shared_ptr<detail::ResultState> AgentBase::enqueue(std::vector<Msg> xs, boo
     }
   });
   call->inputs = std::move(xs);
-  call->on_reply_pool = true;  // user code: a rescuer does not run it (agent_lane.cpp)
+  call->runs_user_code = true;  // a rescuer does not run it (agent_lane.cpp)
   // With the runtime as driver, a thread reading a deferred result pumps remote replies itself.
   call->result = detail::make_result_state(detail::Runtime::get());
   if (timeout.count() > 0) call->result->deadline = deadline_after(timeout);

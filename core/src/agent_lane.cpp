@@ -20,7 +20,7 @@ namespace {
 
 // How many rescuers may run at once (start_rescuer): one per lane body that waits on a TBB
 // worker. Past it a body waits without one (another's rescuer keeps the graph going: rescuers
-// never wait themselves, see is_rescuer()). Each holds a slot of the dispatcher's arena
+// never wait on a result themselves, see is_rescuer()). Each holds a slot of the dispatcher's arena
 // reserved for external threads (TBB's workers are limited to the cores); not more slots: each
 // one more reserved slot made calls through the graph slower (BM_CallsThatWait/1: about 25%
 // with 64 of them, within noise with 4).
@@ -167,27 +167,28 @@ void AgentLane::make_nodes() {
   // The runner holds the lane weakly: a lane is destroyed only once its calls have run.
   runner_ = std::make_unique<tbb::flow::function_node<LaneCallPtr>>(
       dispatcher_graph(), tbb::flow::serial, [this](const LaneCallPtr& message) {
-        // The call, not the message's pointer: a copy of that pointer (TBB's storage, written by
-        // the thread that put the message) looks racy to TSan, which does not see libtbb hand
-        // the task over; hand_over() takes its own reference from the call.
+        // The call, not a copy of the message: TBB's task holds the message, copied there by
+        // whichever thread made the task, and TSan, which does not see libtbb hand the task
+        // over, reports reads of it as races (tests/tsan.supp quiets the read here); a copy
+        // reads more of it. hand_over() takes its own reference from the call.
         LaneCall& call = *message;
         // A call runs here, on a TBB thread, unless it is an in-process one that a rescuer
         // took (it goes to the reply pool: see is_rescuer()), or the lane's earlier calls went
         // there (it follows them, in order).
-        if (handed_over_pending() || (call.on_reply_pool && is_rescuer())) {
+        if (handed_over_pending() || (call.runs_user_code && is_rescuer())) {
           hand_over(call);
           return tbb::flow::continue_msg();
         }
         // A reply() that waits long for a result gets a rescuer to run the graph meanwhile.
         const RescueStarter outer = std::exchange(thread_rescue_starter(), &start_rescuer);
-        run_in_order(call);
+        run_call(call);
         thread_rescue_starter() = outer;
         return tbb::flow::continue_msg();
       });
   tbb::flow::make_edge(*sequencer_, *runner_);
 }
 
-void AgentLane::run_in_order(LaneCall& call) noexcept {
+void AgentLane::run_call(LaneCall& call) noexcept {
   // SYNC POINT: seq_cst, the Dekker pairs with close() (see closed()): either close() sees
   // this call started and executing and waits for it, or this call sees the lane closed and
   // runs nothing.
@@ -245,7 +246,7 @@ void AgentLane::run_handed_over() noexcept {
       call = std::move(handed_over_.front());
       handed_over_.pop_front();
     }
-    run_in_order(*call);
+    run_call(*call);
   }
   schedule_on_reply_pool(shared_from_this());  // still scheduled_
 }

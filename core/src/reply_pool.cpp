@@ -27,7 +27,7 @@ constexpr int kIdleSpins = 200;
 /// How long a thread beyond the running limit stays idle before it exits.
 constexpr auto kIdleExit = std::chrono::seconds(1);
 
-bool& pool_thread() noexcept {
+bool& is_pool_thread() noexcept {
   thread_local bool on_pool = false;
   return on_pool;
 }
@@ -59,7 +59,7 @@ class ReplyPool {
   // running (and a thread starts for queued work if that leaves it without one) until the
   // returned handle goes. Null when queued work is left without a thread (none could start):
   // the waiter then asks again every kRescueRetry, and so tries again to start one.
-  static std::shared_ptr<void> waiting() {
+  static std::shared_ptr<void> rescue() {
     ReplyPool& pool = get();
     {
       std::unique_lock lock(pool.mutex_);
@@ -79,7 +79,7 @@ class ReplyPool {
 
   ReplyPoolCounts counts() {
     std::lock_guard lock(mutex_);
-    return {threads_, waiting_, limit_};
+    return {threads_, waiting_, limit_, static_cast<int>(lanes_.size()) + threads_ - idle_};
   }
 
  private:
@@ -116,9 +116,9 @@ class ReplyPool {
   }
 
   void work() noexcept {
-    pool_thread() = true;
+    is_pool_thread() = true;
     // A call of this thread that waits long on a result lets another thread run.
-    thread_rescue_starter() = &ReplyPool::waiting;
+    thread_rescue_starter() = &ReplyPool::rescue;
     std::unique_lock lock(mutex_);
     for (;;) {
       if (!lanes_.empty()) {
@@ -168,6 +168,6 @@ void retry_reply_pool_if_starved() noexcept { ReplyPool::get().retry_if_starved(
 
 ReplyPoolCounts reply_pool_counts() noexcept { return ReplyPool::get().counts(); }
 
-bool on_reply_pool_thread() noexcept { return pool_thread(); }
+bool on_reply_pool_thread() noexcept { return is_pool_thread(); }
 
 }  // namespace troupe::detail

@@ -168,6 +168,8 @@ TEST(AgentTest, DeferredRepliesMayWaitSixteenLevelsDeep) {
 TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
   auto gate = std::make_shared<detail::ResultState>();
+  // However the test ends, the waiting replies are let go before their agents are destroyed.
+  const std::shared_ptr<void> open_gate(nullptr, [&](void*) { gate->resolve(Msg("u", "g")); });
   Counter inner("C");
   std::vector<std::unique_ptr<test::Asker>> waiters;
   std::vector<Msg> waiting;
@@ -238,7 +240,9 @@ struct WorkerHolder {
     }
     trigger->resolve(Msg("u", "h"));
     // Its rescuer runs the graph once the wait has lasted 300 us.
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (detail::rescuers_running() == 0 && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
   ~WorkerHolder() {
     release->resolve(Msg("u", "r"));
@@ -266,6 +270,11 @@ TEST(AgentTest, InProcessCallsKeepOrderAcrossTheReplyPool) {
   }
   issue(40, 60);  // the worker is free again, but R's first calls are not done: these follow
   ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
+  // The pool lets go of the lane just after its last call settles.
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (detail::reply_pool_counts().busy > 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   issue(60, 80);  // none left on the pool: these run on TBB's thread
   ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
   for (const Msg& r : results) ASSERT_EQ(r.error_message(), "");
@@ -284,20 +293,19 @@ TEST(AgentTest, InProcessCallsKeepOrderAcrossTheReplyPool) {
   EXPECT_LT(on_pool(60, 80), 20);
 }
 
-// An agent destroyed while its calls wait on the reply pool: those not started fail with the
-// usual error and never run; the one running finishes first.
 // An agent destroyed while its calls wait on the reply pool's queue (every pool thread busy):
 // they fail with the usual error and never run; the pool, coming to them later, skips them.
 TEST(AgentTest, DestroyingAnAgentFailsItsCallsWaitingOnTheReplyPool) {
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
   WorkerHolder holder;  // the graph's calls now go to the pool
   // Calls that sleep (not waiting on results: the pool starts no thread for them past its
-  // limit) on more agents than the pool has idle threads and may start: the pool is full.
+  // limit) on more agents than the pool has idle threads and may start (one more): the pool
+  // is full.
   const detail::ReplyPoolCounts counts = detail::reply_pool_counts();
   std::vector<std::unique_ptr<test::Sleeper>> sleepers;
   std::vector<Msg> sleeping;
   auto sleepers_input = std::make_shared<detail::ResultState>();
-  for (int i = 0; i < counts.threads - counts.waiting + counts.limit; ++i) {
+  for (int i = 0; i < counts.threads - counts.waiting + counts.limit + 1; ++i) {
     sleepers.push_back(
         std::make_unique<test::Sleeper>("S" + std::to_string(i), Kwargs{{"sleep_ms", 500}}));
     sleeping.push_back((*sleepers.back())(Msg::placeholder(sleepers_input)));

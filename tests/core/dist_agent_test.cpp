@@ -462,8 +462,9 @@ TEST(DistAgentTest, AnInProcessAgentsDeferredReplyMayCallARemoteAgent) {
 TEST(DistAgentTest, AReplyWaitingLongHoldsNothingItsRescuerRunsInto) {
   // A's and B's deferred replies both call the in-process agent C, whose reply() waits 100 ms
   // for a remote answer. A's call to C runs at once on A's thread, holding C's lane; the
-  // rescuer that C's long wait starts takes B's call, which waits for C's lane. C's wait must
-  // not depend on that rescuer (it did once: C waited for its rescuer to come back).
+  // rescuer that C's long wait starts takes B's call (to the reply pool, where it waits for
+  // C's lane). C's wait must not depend on that rescuer (it did once: C waited for its
+  // rescuer to come back).
   tbb::global_control one_worker(tbb::global_control::max_allowed_parallelism, 2);
   auto slow = Sleeper("S", {{"sleep_ms", 100}}).to_dist({.lazy_launch = false});
   test::Asker c("C", slow);

@@ -57,7 +57,7 @@ struct LaneCall : std::enable_shared_from_this<LaneCall> {
   /// Runs user code (an in-process agent's reply() or observe()), which may wait on results:
   /// a rescuer hands it to the reply pool (reply_pool.hpp) instead of running it. (Any call of
   /// a lane whose earlier calls were handed over follows them there.) Set before admit().
-  bool on_reply_pool = false;
+  bool runs_user_code = false;
 };
 using LaneCallPtr = std::shared_ptr<LaneCall>;
 
@@ -129,8 +129,8 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   static void execute(LaneCall& call);
   /// Runs a call that left the graph (on a TBB worker, or on the reply pool), counted as
   /// executing for close(), and then as no longer queued.
-  void run_in_order(LaneCall& call) noexcept;
-  /// The runner's, for a call on_reply_pool: queued behind the lane's earlier ones.
+  void run_call(LaneCall& call) noexcept;
+  /// The runner's: queues a call on the reply pool, behind the lane's earlier ones there.
   void hand_over(LaneCall& call) noexcept;
   /// Whether calls handed over to the pool are queued or running (a later call follows them).
   bool handed_over_pending() const noexcept;

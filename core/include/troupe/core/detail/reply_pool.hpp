@@ -30,12 +30,13 @@ void schedule_on_reply_pool(std::shared_ptr<AgentLane> lane) noexcept;
 /// Tries again to start a thread for queued work that has none (cheap when there is none).
 void retry_reply_pool_if_starved() noexcept;
 
-/// Pool threads alive, those of them waiting on a result, and how many may run calls at once
-/// before no more start (for tests).
+/// Pool threads alive, those of them waiting on a result, how many may run calls at once before
+/// no more start, and lanes queued or being run (for tests).
 struct ReplyPoolCounts {
   int threads = 0;
   int waiting = 0;
   int limit = 0;
+  int busy = 0;
 };
 ReplyPoolCounts reply_pool_counts() noexcept;
 /// Whether the calling thread is one of the pool's (for tests).
