@@ -94,7 +94,7 @@ class ReplyPool {
   bool start_if_short([[maybe_unused]] const std::unique_lock<std::mutex>& lock) noexcept {
     const auto queued = static_cast<int>(lanes_.size());
     if (idle_ > 0 && queued > 0) cv_.notify_one();
-    if (queued <= idle_ || threads_ - idle_ - waiting_ >= limit_) {
+    if (queued <= idle_ || running() >= limit_) {
       starved_.store(false, std::memory_order_relaxed);
       return true;
     }
@@ -104,7 +104,7 @@ class ReplyPool {
       starved_.store(false, std::memory_order_relaxed);
       return true;
     } catch (const std::system_error& e) {
-      if (threads_ - idle_ - waiting_ > 0) return true;  // a running thread will take it
+      if (running() > 0) return true;  // a running thread will take it
       if (!starved_.exchange(true, std::memory_order_relaxed)) {
         std::fprintf(stderr,
                      "troupe: the reply pool could not start a thread (%s): in-process calls "
@@ -146,6 +146,9 @@ class ReplyPool {
       }
     }
   }
+
+  // Threads running calls, not counting those waiting on a result. With mutex_ held.
+  int running() const noexcept { return threads_ - idle_ - waiting_; }
 
   const int limit_;  // threads that may run calls at once (not counting waiting ones)
   std::mutex mutex_;

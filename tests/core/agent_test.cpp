@@ -108,6 +108,16 @@ TEST(AgentTest, ATimedOutDeferredCallLetsLaterCallsProceedAndNeverRuns) {
   EXPECT_EQ(c(Msg("u", "y")).content(), "C:2:y");
 }
 
+// Looks every millisecond, up to 10 s, until `done()`; returns whether it was.
+template <class Done>
+bool eventually(Done&& done) {
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (!done() && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return done();
+}
+
 // A chain of `levels` in-process Askers over a Counter, each asking the next with a gate that
 // opens only after it waits: every reply() in the chain blocks, reading a call that is itself
 // deferred, so each inner call needs a thread that is not held by a waiting reply(). TBB is
@@ -155,10 +165,7 @@ TEST(AgentTest, DeferredRepliesMayWaitSixteenLevelsDeep) {
   expect_nested_deferred_waits_complete(16);
   // The pool's threads beyond what may run at once leave after a second idle.
   const int limit = detail::reply_pool_counts().limit;
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (detail::reply_pool_counts().threads > limit && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  eventually([&] { return detail::reply_pool_counts().threads <= limit; });
   EXPECT_LE(detail::reply_pool_counts().threads, limit);
   EXPECT_EQ(detail::reply_pool_counts().waiting, 0);
 }
@@ -182,10 +189,7 @@ TEST(AgentTest, WaitingInProcessRepliesLeaveTheGraphItsThreads) {
     waiting.push_back((*waiters.back())(Msg::placeholder(trigger)));
     trigger->resolve(Msg("u", std::to_string(i)));
   }
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (detail::reply_pool_counts().waiting < waiting_before + 5 && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  eventually([&] { return detail::reply_pool_counts().waiting >= waiting_before + 5; });
   // The first reply waits on TBB's worker, the others (handed over by its rescuer) on the pool
   // (all six, if a rescuer left by an earlier test took the first).
   ASSERT_GE(detail::reply_pool_counts().waiting, waiting_before + 5);
@@ -234,15 +238,10 @@ struct WorkerHolder {
   WorkerHolder() {
     // A rescuer an earlier test let go may still finish a task: it would take the holder's
     // call (to the pool) and leave the worker free.
-    const auto until = Clock::now() + std::chrono::seconds(10);
-    while (detail::rescuers_running() > 0 && Clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    eventually([] { return detail::rescuers_running() == 0; });
     trigger->resolve(Msg("u", "h"));
     // Its rescuer runs the graph once the wait has lasted 300 us.
-    while (detail::rescuers_running() == 0 && Clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    eventually([] { return detail::rescuers_running() > 0; });
   }
   ~WorkerHolder() {
     release->resolve(Msg("u", "r"));
@@ -271,10 +270,7 @@ TEST(AgentTest, InProcessCallsKeepOrderAcrossTheReplyPool) {
   issue(40, 60);  // the worker is free again, but R's first calls are not done: these follow
   ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
   // The pool lets go of the lane just after its last call settles.
-  const auto until = Clock::now() + std::chrono::seconds(10);
-  while (detail::reply_pool_counts().busy > 0 && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  eventually([] { return detail::reply_pool_counts().busy == 0; });
   issue(60, 80);  // none left on the pool: these run on TBB's thread
   ASSERT_TRUE(wait_all(results, std::chrono::seconds(20)));
   for (const Msg& r : results) ASSERT_EQ(r.error_message(), "");
@@ -398,14 +394,14 @@ std::set<pid_t> servers_running() {
 
 // The servers started since `before` that still run after waiting up to 10 s for them to end.
 std::set<pid_t> servers_left_since(const std::set<pid_t>& before) {
-  const auto until = Clock::now() + std::chrono::seconds(10);
   std::set<pid_t> left;
-  do {
+  eventually([&] {
     left.clear();
     for (pid_t pid : servers_running()) {
       if (before.count(pid) == 0) left.insert(pid);
     }
-  } while (!left.empty() && Clock::now() < until);
+    return left.empty();
+  });
   return left;
 }
 
