@@ -18,13 +18,17 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <troupe/troupe.hpp>
 
 #include "support/raw_ring.hpp"
+#include "support/troupe_rings.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
+#include "troupe/core/wire.hpp"
 
 namespace {
 
@@ -196,6 +200,122 @@ class RawRoundTrips {
   RawEchoClient client_;
 };
 
+/// The floor of a sequential call on this wire: what any runtime must do for `x = a(x);
+/// x.content()` with Troupe's frames and ring, and nothing else. The program builds a call
+/// frame of x and appends it to a Troupe ring; the child takes it, verifies it, decodes the
+/// message, makes the echo's reply (a new Msg, as Echo::reply does), builds the result frame
+/// and appends it to the reply ring; the program takes that, verifies and decodes it. No
+/// placeholder, lane, dispatcher, mailbox, lock or channel; both sides spin, as the raw ring's
+/// do. Measured in rounds between which the child sleeps on a pipe, like RawRoundTrips.
+class WireFloorRoundTrips {
+ public:
+  WireFloorRoundTrips()
+      : rings_(2, kRingBytes),
+        child_(start_child()),
+        requests_(rings_.producer(0)),
+        replies_(rings_.consumer(1)) {}
+  ~WireFloorRoundTrips() {
+    [[maybe_unused]] const auto woke = ::write(wake_[1], "g", 1);
+    send_control(kRawStop);
+    ::close(wake_[1]);
+    try {
+      child_.wait();
+    } catch (...) {  // ~ChildProcess kills and reaps it then
+    }
+    ::close(wake_[0]);
+  }
+  WireFloorRoundTrips(const WireFloorRoundTrips&) = delete;
+  WireFloorRoundTrips& operator=(const WireFloorRoundTrips&) = delete;
+
+  /// One round of `x = echo(x); x.content()`: `warm` untimed, then the mean of `timed`, in ns.
+  double measure(int warm, int timed, troupe::Msg& x) {
+    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+    for (int i = 0; i < warm; ++i) round_trip(x);
+    const auto t0 = Clock::now();
+    for (int i = 0; i < timed; ++i) round_trip(x);
+    const auto t1 = Clock::now();
+    send_control(kRawPause);
+    return std::chrono::duration<double, std::nano>(t1 - t0).count() / timed;
+  }
+
+ private:
+  static constexpr std::size_t kRingBytes = std::size_t{1} << 20;  // the channel's default
+
+  void round_trip(troupe::Msg& x) {
+    send(++call_id_, {&x, 1});
+    std::optional<troupe::shm::RingRecord> reply;
+    while (!(reply = replies_.try_take())) troupe::cpu_relax();
+    std::error_code ec;
+    const troupe::wire::Envelope* env = troupe::verify_frame(reply->payload, ec);
+    if (env == nullptr || env->call_id() != call_id_ || env->messages() == nullptr) {
+      troupe::bench::fail("wire floor: a bad reply");
+    }
+    x = troupe::from_wire(*env->messages()->Get(0));
+    replies_.publish_head();
+    benchmark::DoNotOptimize(x.content().size());
+  }
+
+  void send(std::uint64_t call_id, std::span<const troupe::Msg> msgs) {
+    const troupe::FrameView frame = builder_.build(
+        {.kind = troupe::wire::Kind::Call, .call_id = call_id, .agent_id = 1, .messages = msgs});
+    if (!requests_.try_push(troupe::shm::RecordType::kMessage, frame)) {
+      troupe::bench::fail("wire floor: the request ring is full with one call in flight");
+    }
+  }
+  void send_control(std::uint64_t what) { send(what, {}); }
+
+  /// The child's side of a round: answers calls until a control frame; returns its call id.
+  static std::uint64_t serve(troupe::shm::SpscRingConsumer& in, troupe::shm::SpscRingProducer& out,
+                             troupe::FrameBuilder& builder) {
+    for (;;) {
+      std::optional<troupe::shm::RingRecord> request;
+      while (!(request = in.try_take())) troupe::cpu_relax();
+      std::error_code ec;
+      const troupe::wire::Envelope* env = troupe::verify_frame(request->payload, ec);
+      if (env == nullptr) return kRawStop;  // the parent sees the child's exit status
+      const std::uint64_t call_id = env->call_id();
+      if (call_id == kRawStop || call_id == kRawPause) {
+        in.publish_head();
+        return call_id;
+      }
+      const troupe::Msg x = troupe::from_wire(*env->messages()->Get(0));
+      in.publish_head();
+      const troupe::Msg reply[] = {troupe::Msg("A", x.content())};  // as Echo::reply
+      const troupe::FrameView frame = builder.build(
+          {.kind = troupe::wire::Kind::Result, .call_id = call_id, .messages = reply});
+      while (!out.try_push(troupe::shm::RecordType::kMessage, frame)) troupe::cpu_relax();
+    }
+  }
+
+  troupe::ChildProcess start_child() {
+    if (::pipe(wake_) != 0) troupe::bench::fail_errno("pipe");
+    try {
+      return troupe::ChildProcess::fork([&] {
+        ::close(wake_[1]);  // so that the parent's close ends the read below
+        auto in = rings_.consumer(0);
+        auto out = rings_.producer(1);
+        troupe::FrameBuilder builder;
+        for (char go; ::read(wake_[0], &go, 1) == 1;) {  // sleeps between rounds
+          if (serve(in, out, builder) == kRawStop) return 0;
+        }
+        return 1;
+      });
+    } catch (...) {
+      ::close(wake_[0]);
+      ::close(wake_[1]);
+      throw;
+    }
+  }
+
+  troupe::bench::TroupeRings rings_;
+  int wake_[2] = {-1, -1};  // before child_: start_child() sets it
+  troupe::ChildProcess child_;
+  troupe::shm::SpscRingProducer requests_;
+  troupe::shm::SpscRingConsumer replies_;
+  troupe::FrameBuilder builder_;
+  std::uint64_t call_id_ = 0;
+};
+
 // x = a(x); x.content(): the whole runtime, one call at a time.
 void BM_SequentialCall(benchmark::State& state) {
   auto a = Echo("A").to_dist({.lazy_launch = false});
@@ -210,37 +330,55 @@ BENCHMARK(BM_SequentialCall)->UseRealTime()->MinTime(0.5);
 
 // The sequential call against the raw ring round trip, measured in alternating rounds within
 // one benchmark so that both see the same machine state (this VM drifts between a fast and a
-// slow state for minutes, which makes ratios of separate benchmarks meaningless). Each round
-// warms its side up untimed first: the raw child sleeps on a pipe between its rounds, and the
-// agent's server has stopped spinning by the time a call round starts. Reports the medians
-// over rounds: raw_ns, call_ns and ratio (call / raw, the "within 4x" figure), and the
-// ratio's median over the rounds whose raw round trip says the VM was slow, and over the
-// others (-1 when no round fell in that state).
+// slow state for minutes, which makes ratios of separate benchmarks meaningless), with the
+// wire's floor (WireFloorRoundTrips) as a third subject of the same rounds. Each round warms
+// its side up untimed first: the raw and floor children sleep on a pipe between their rounds,
+// and the agent's server has stopped spinning by the time a call round starts. Reports the
+// medians over rounds: raw_ns, floor_ns, call_ns, ratio (call / raw, the "within 4x"
+// figure), floor_ratio (floor / raw: the least any runtime on this wire could reach) and
+// over_floor (call / floor: what the runtime adds); and the two ratios' medians over the
+// rounds whose raw round trip says the VM was slow, and over the others (-1 when no round fell
+// in that state).
 void BM_SequentialCallVsRawRing(benchmark::State& state) {
   constexpr int kWarm = 1000;
   constexpr int kTimed = 4000;
   RawRoundTrips raw;
+  WireFloorRoundTrips floor;
   auto a = Echo("A").to_dist({.lazy_launch = false});
   troupe::Msg x("user", kContent, "user");
+  troupe::Msg floor_x = x;
   auto call = [&] {
     x = a(x);
     benchmark::DoNotOptimize(x.content().size());
   };
-  std::vector<double> raw_ns, call_ns, ratios, slow, fast;
+  std::vector<double> raw_ns, floor_ns, call_ns, ratios, floor_ratios, over_floor;
+  std::vector<double> slow, fast, slow_floor, fast_floor;
   for (auto _ : state) {
     raw_ns.push_back(raw.measure(kWarm, kTimed));
+    floor_ns.push_back(floor.measure(kWarm, kTimed, floor_x));
     for (int i = 0; i < kWarm; ++i) call();
     const auto t0 = Clock::now();
     for (int i = 0; i < kTimed; ++i) call();
     const auto t1 = Clock::now();
     call_ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / kTimed);
     ratios.push_back(call_ns.back() / raw_ns.back());
-    (raw_ns.back() >= kSlowRawNs ? slow : fast).push_back(ratios.back());
+    floor_ratios.push_back(floor_ns.back() / raw_ns.back());
+    over_floor.push_back(call_ns.back() / floor_ns.back());
+    const bool is_slow = raw_ns.back() >= kSlowRawNs;
+    (is_slow ? slow : fast).push_back(ratios.back());
+    (is_slow ? slow_floor : fast_floor).push_back(floor_ratios.back());
+  }
+  if (x.content() != kContent || floor_x.content() != kContent) {
+    state.SkipWithError("an echo changed the content");
   }
   state.counters["raw_ns"] = quantile(raw_ns, 0.5);
+  state.counters["floor_ns"] = quantile(floor_ns, 0.5);
   state.counters["call_ns"] = quantile(call_ns, 0.5);
   state.counters["ratio"] = quantile(ratios, 0.5);
+  state.counters["floor_ratio"] = quantile(floor_ratios, 0.5);
+  state.counters["over_floor"] = quantile(over_floor, 0.5);
   count_by_state(state, slow, fast, "ratio");
+  count_by_state(state, slow_floor, fast_floor, "floor_ratio");
   state.SetLabel("medians of " + std::to_string(ratios.size()) + " alternating rounds");
 }
 BENCHMARK(BM_SequentialCallVsRawRing)->Iterations(15)->Unit(benchmark::kMillisecond);

@@ -62,6 +62,7 @@
 
 #include "support/raw_ring.hpp"
 #include "support/stall_guard.hpp"
+#include "support/troupe_rings.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/error.hpp"
 #include "troupe/shm/futex.hpp"
@@ -320,31 +321,7 @@ void ring_always(Doorbell& bell) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Troupe rings and Boost.Lockfree queues in shared mappings.
-
-/// `count` Troupe rings of `capacity` bytes in one shared mapping, each laid out as in a
-/// channel segment: its RingControl, then its data area.
-class TroupeRings {
- public:
-  TroupeRings(std::size_t count, std::size_t capacity)
-      : stride_(sizeof(shm::RingControl) + capacity), mapping_(count * stride_) {
-    for (std::size_t i = 0; i < count; ++i) {
-      shm::initialize_ring(*new (mapping_.at(i * stride_)) shm::RingControl{}, capacity);
-    }
-  }
-  shm::RingControl& control(std::size_t i) const {
-    return *reinterpret_cast<shm::RingControl*>(mapping_.at(i * stride_));
-  }
-  shm::SpscRingProducer producer(std::size_t i) const { return {control(i), data(i)}; }
-  shm::SpscRingConsumer consumer(std::size_t i) const { return {control(i), data(i)}; }
-
- private:
-  std::byte* data(std::size_t i) const {
-    return mapping_.at(i * stride_ + sizeof(shm::RingControl));
-  }
-  std::size_t stride_;
-  SharedMapping mapping_;
-};
+// Boost.Lockfree queues in shared mappings (Troupe rings: support/troupe_rings.hpp).
 
 template <std::size_t N, std::size_t kCapacity>
 using BoostQueue = boost::lockfree::spsc_queue<Message<N>, boost::lockfree::capacity<kCapacity>>;
