@@ -206,7 +206,8 @@ class RawRoundTrips {
 /// message, makes the echo's reply (a new Msg, as Echo::reply does), builds the result frame
 /// and appends it to the reply ring; the program takes that, verifies and decodes it. No
 /// placeholder, lane, dispatcher, mailbox, lock or channel; both sides spin, as the raw ring's
-/// do. Measured in rounds between which the child sleeps on a pipe, like RawRoundTrips.
+/// do. Measured one call at a time (measure()) or with many in flight (window_rate()), in
+/// rounds between which the child sleeps on a pipe, like RawRoundTrips.
 class WireFloorRoundTrips {
  public:
   WireFloorRoundTrips()
@@ -229,7 +230,7 @@ class WireFloorRoundTrips {
 
   /// One round of `x = echo(x); x.content()`: `warm` untimed, then the mean of `timed`, in ns.
   double measure(int warm, int timed, troupe::Msg& x) {
-    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+    wake_child();
     for (int i = 0; i < warm; ++i) round_trip(x);
     const auto t0 = Clock::now();
     for (int i = 0; i < timed; ++i) round_trip(x);
@@ -238,16 +239,44 @@ class WireFloorRoundTrips {
     return std::chrono::duration<double, std::nano>(t1 - t0).count() / timed;
   }
 
+  /// One round of `timed` echoes of x with `in_flight` in flight (a sliding window: each new
+  /// call after the oldest reply, as BM_CallsInFlightVsRawRing keeps its window), in calls/s,
+  /// timed up to the last call's send.
+  double window_rate(std::size_t in_flight, int timed, const troupe::Msg& x) {
+    wake_child();
+    troupe::Msg reply;
+    for (std::size_t i = 0; i < in_flight; ++i) send(++call_id_, {&x, 1});
+    std::uint64_t answered = call_id_ - in_flight;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < timed; ++i) {
+      receive(++answered, reply);
+      send(++call_id_, {&x, 1});
+    }
+    const auto t1 = Clock::now();
+    while (answered < call_id_) receive(++answered, reply);
+    send_control(kRawPause);
+    return timed / std::chrono::duration<double>(t1 - t0).count();
+  }
+
  private:
   static constexpr std::size_t kRingBytes = std::size_t{1} << 20;  // the channel's default
 
+  void wake_child() {
+    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+  }
+
   void round_trip(troupe::Msg& x) {
     send(++call_id_, {&x, 1});
+    receive(call_id_, x);
+  }
+
+  /// Takes the reply to `call_id` (the next one due: replies come in order) into `x`.
+  void receive(std::uint64_t call_id, troupe::Msg& x) {
     std::optional<troupe::shm::RingRecord> reply;
     while (!(reply = replies_.try_take())) troupe::cpu_relax();
     std::error_code ec;
     const troupe::wire::Envelope* env = troupe::verify_frame(reply->payload, ec);
-    if (env == nullptr || env->call_id() != call_id_ || env->messages() == nullptr) {
+    if (env == nullptr || env->call_id() != call_id || env->messages() == nullptr) {
       troupe::bench::fail("wire floor: a bad reply");
     }
     x = troupe::from_wire(*env->messages()->Get(0));
@@ -255,12 +284,11 @@ class WireFloorRoundTrips {
     benchmark::DoNotOptimize(x.content().size());
   }
 
+  /// Sends a call frame, waiting for room in the ring (the child frees it as it takes them).
   void send(std::uint64_t call_id, std::span<const troupe::Msg> msgs) {
     const troupe::FrameView frame = builder_.build(
         {.kind = troupe::wire::Kind::Call, .call_id = call_id, .agent_id = 1, .messages = msgs});
-    if (!requests_.try_push(troupe::shm::RecordType::kMessage, frame)) {
-      troupe::bench::fail("wire floor: the request ring is full with one call in flight");
-    }
+    while (!requests_.try_push(troupe::shm::RecordType::kMessage, frame)) troupe::cpu_relax();
   }
   void send_control(std::uint64_t what) { send(what, {}); }
 
@@ -423,16 +451,19 @@ void BM_CallsInFlightWindow(benchmark::State& state) {
 BENCHMARK(BM_CallsInFlightWindow)->Arg(1024)->UseRealTime()->MinTime(1.0);
 
 // The sliding window of BM_CallsInFlightWindow in alternating rounds with the raw ring's round
-// trip, as BM_SequentialCallVsRawRing does: each round measures the raw ring, then 32768 calls
-// with 1024 in flight. The VM's state changes within seconds (the raw round trip measures
-// 0.07-0.2 us in its fast states and 0.45-0.6 us in its slow one, and single 1-second runs of
-// the window vary by 2x), so the figure is the median over rounds, with the 10th and 90th
-// percentiles, and the medians of the rounds whose raw round trip says the machine was slow
-// (>= 300 ns) or fast. A counter is -1 when no round fell in its state.
+// trip, as BM_SequentialCallVsRawRing does: each round measures the raw ring, then the wire's
+// floor with the same window (WireFloorRoundTrips::window_rate), then 32768 calls with 1024 in
+// flight. The VM's state changes within seconds (the raw round trip measures 0.07-0.2 us in its
+// fast states and 0.45-0.6 us in its slow one, and single 1-second runs of the window vary by
+// 2x), so the figure is the median over rounds, with the 10th and 90th percentiles, and the
+// medians of the rounds whose raw round trip says the machine was slow (>= 300 ns) or fast; the
+// floor's rate and the runtime's share of it (of_floor) likewise. A counter is -1 when no
+// round fell in its state.
 void BM_CallsInFlightVsRawRing(benchmark::State& state) {
   constexpr std::size_t kInFlight = 1024;
   constexpr int kTimedCalls = 32 * 1024;
   RawRoundTrips raw;
+  WireFloorRoundTrips floor;
   auto a = Echo("A").to_dist({.lazy_launch = false});
   const troupe::Msg x("user", kContent, "user");
   std::vector<troupe::Msg> window(kInFlight);
@@ -442,9 +473,10 @@ void BM_CallsInFlightVsRawRing(benchmark::State& state) {
     window[oldest] = a(x);
     oldest = oldest + 1 == kInFlight ? 0 : oldest + 1;
   };
-  std::vector<double> raw_ns, rates, slow, fast;
+  std::vector<double> raw_ns, rates, floor_rates, of_floor, slow, fast, slow_floor, fast_floor;
   for (auto _ : state) {
     raw_ns.push_back(raw.measure(1000, 4000));
+    floor_rates.push_back(floor.window_rate(kInFlight, kTimedCalls, x));
     for (auto& m : window) m = a(x);  // a full window, the previous round's replies drained
     const auto t0 = Clock::now();
     for (int i = 0; i < kTimedCalls; ++i) call();
@@ -453,13 +485,19 @@ void BM_CallsInFlightVsRawRing(benchmark::State& state) {
     // Timed up to the last call's issue, as BM_CallsInFlightWindow: the window's last replies
     // are drained outside the timing.
     rates.push_back(kTimedCalls / std::chrono::duration<double>(t1 - t0).count());
-    (raw_ns.back() >= kSlowRawNs ? slow : fast).push_back(rates.back());
+    of_floor.push_back(rates.back() / floor_rates.back());
+    const bool is_slow = raw_ns.back() >= kSlowRawNs;
+    (is_slow ? slow : fast).push_back(rates.back());
+    (is_slow ? slow_floor : fast_floor).push_back(floor_rates.back());
   }
   state.counters["raw_ns"] = quantile(raw_ns, 0.5);
   state.counters["calls_per_s"] = quantile(rates, 0.5);
   state.counters["p10"] = quantile(rates, 0.1);
   state.counters["p90"] = quantile(rates, 0.9);
+  state.counters["floor_per_s"] = quantile(floor_rates, 0.5);
+  state.counters["of_floor"] = quantile(of_floor, 0.5);
   count_by_state(state, slow, fast, "median");
+  count_by_state(state, slow_floor, fast_floor, "floor");
   state.SetLabel("over " + std::to_string(rates.size()) + " alternating rounds");
 }
 BENCHMARK(BM_CallsInFlightVsRawRing)->Iterations(31)->Unit(benchmark::kMillisecond);
