@@ -3,7 +3,6 @@
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <boost/container/small_vector.hpp>
@@ -11,6 +10,7 @@
 #include <deque>
 #include <utility>
 
+#include "troupe/core/detail/private_futex.hpp"
 #include "troupe/core/detail/reply_pool.hpp"
 #include "troupe/core/error.hpp"
 
@@ -202,7 +202,11 @@ void AgentLane::run_call(LaneCall& call) noexcept {
     call.result->fail(std::current_exception());
   }
   executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
-  executing_.fetch_sub(1, std::memory_order_release);
+  // SYNC POINT: seq_cst, the Dekker pair with close()'s wait: it stores closing_, then reads
+  // the count and sleeps on it unless it is 0; this lowers the count, then reads closing_.
+  // Either close() sees the count drop, or this sees it closing and wakes it.
+  executing_.fetch_sub(1, std::memory_order_seq_cst);
+  if (closing_.load(std::memory_order_seq_cst)) futex_wake_private(executing_, 1 << 30);
   // SYNC POINT: release pairs with the acquire load in admit(): a direct call that sees the
   // count drop runs after this one.
   queued_.fetch_sub(1, std::memory_order_acq_rel);
@@ -371,7 +375,11 @@ void AgentLane::close(std::string why) {
   // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()). Not when the owner is
   // destroyed by its own call, on the runner's thread: that call would wait for itself.
   if (executing_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
-  while (executing_.load(std::memory_order_seq_cst) > 0) ::sched_yield();
+  // Sleeps while a call runs (a reply() may take seconds): the futex returns at once if the
+  // count changed since it was read, and run_call() wakes it when a call ends after closing_.
+  for (std::uint32_t running; (running = executing_.load(std::memory_order_seq_cst)) > 0;) {
+    futex_wait_private(executing_, running, std::chrono::milliseconds(100));
+  }
 }
 
 }  // namespace troupe::detail

@@ -1,8 +1,11 @@
 // AgentBase in process, the registry, and what to_dist refuses up front.
 #include <gtest/gtest.h>
 #include <oneapi/tbb/global_control.h>
+#include <time.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -323,6 +326,50 @@ TEST(AgentTest, DestroyingAnAgentFailsItsCallsWaitingOnTheReplyPool) {
   }
   ASSERT_TRUE(wait_all(sleeping, std::chrono::seconds(20)));
   for (const Msg& m : sleeping) EXPECT_EQ(m.error_message(), "");
+}
+
+// Says when its reply() starts, then sleeps `sleep`.
+class SaysWhenStarted : public AgentBase {
+ public:
+  SaysWhenStarted(std::string name, std::atomic<bool>& started, std::chrono::milliseconds sleep)
+      : AgentBase(std::move(name)), started_(started), sleep_(sleep) {}
+  Msg reply(const Msg& x) override {
+    started_.store(true);
+    std::this_thread::sleep_for(sleep_);
+    return Msg(name(), x.content());
+  }
+
+ private:
+  std::atomic<bool>& started_;
+  std::chrono::milliseconds sleep_;
+};
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+// An agent destroyed while a deferred call of it runs waits for that call to end, asleep: the
+// destroying thread uses little CPU while a 300 ms reply() finishes (a thread that yielded in
+// a loop used as much CPU as the wait took, on a core another thread could have had).
+TEST(AgentTest, DestroyingAnAgentWaitsForItsRunningCallAsleep) {
+  std::atomic<bool> started{false};
+  auto agent = std::make_unique<SaysWhenStarted>("S", started, std::chrono::milliseconds(300));
+  auto input = std::make_shared<detail::ResultState>();
+  const Msg result = (*agent)(Msg::placeholder(input));  // deferred: a TBB thread runs it
+  input->resolve(Msg("u", "x"));
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  const auto cpu_before = thread_cpu_time();
+  const auto wall_before = std::chrono::steady_clock::now();
+  agent.reset();
+  const auto wall = std::chrono::steady_clock::now() - wall_before;
+  const auto cpu = thread_cpu_time() - cpu_before;
+  ASSERT_TRUE(result.ready()) << "the destructor returned before the running call ended";
+  EXPECT_EQ(result.content(), "x");
+  EXPECT_LT(cpu, std::chrono::milliseconds(5) + wall / 4)
+      << "the destructor used " << cpu.count() / 1000 << " us of CPU in a wait of "
+      << std::chrono::duration_cast<std::chrono::microseconds>(wall).count() << " us";
 }
 
 TEST(AgentTest, DefaultReplyRefusesSeveralMessagesClearly) {

@@ -150,7 +150,7 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::atomic<int> queued_{0};
   std::atomic<bool> closing_{false};
   std::string closed_why_;                           // written once, before closing_ is set
-  std::atomic<int> executing_{0};                    // graph calls inside execute() right now
+  std::atomic<std::uint32_t> executing_{0};          // graph calls inside execute() right now
   std::atomic<std::thread::id> executing_thread_{};  // the thread that executes, meanwhile
   // Graph calls admitted and not yet run, for close(). Its own mutex, not admit_mutex_: an
   // agent destroyed inside its own direct call (which holds admit_mutex_) must not deadlock.
