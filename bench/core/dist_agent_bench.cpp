@@ -3,6 +3,8 @@
 // alternating rounds of the same benchmark: BM_SequentialCallVsRawRing):
 //   - the round trip of a minimal raw shared-memory ring between two processes (the foundation
 //     benchmark's baseline) for a sequential call;
+//   - the wire's floor (WireFloorRoundTrips: Troupe's frames over Troupe's ring, no runtime)
+//     for the sequential call and for calls in flight;
 //   - the same calls with ready inputs (direct path) for calls that must wait in the graph.
 //
 //   build/release/bench/dist_agent_bench
@@ -24,6 +26,7 @@
 #include <thread>
 #include <troupe/troupe.hpp>
 
+#include "support/guarded.hpp"
 #include "support/raw_ring.hpp"
 #include "support/troupe_rings.hpp"
 #include "troupe/core/child_process.hpp"
@@ -206,8 +209,9 @@ class RawRoundTrips {
 /// message, makes the echo's reply (a new Msg, as Echo::reply does), builds the result frame
 /// and appends it to the reply ring; the program takes that, verifies and decodes it. No
 /// placeholder, lane, dispatcher, mailbox, lock or channel; both sides spin, as the raw ring's
-/// do. Measured one call at a time (measure()) or with many in flight (window_rate()), in
-/// rounds between which the child sleeps on a pipe, like RawRoundTrips.
+/// do. One agent answers in order, so a reply is matched to its call by the next call id, not
+/// looked up. Measured one call at a time (measure()) or with many in flight (window_rate()),
+/// in rounds between which the child sleeps on a pipe, like RawRoundTrips.
 class WireFloorRoundTrips {
  public:
   WireFloorRoundTrips()
@@ -243,6 +247,14 @@ class WireFloorRoundTrips {
   /// call after the oldest reply, as BM_CallsInFlightVsRawRing keeps its window), in calls/s,
   /// timed up to the last call's send.
   double window_rate(std::size_t in_flight, int timed, const troupe::Msg& x) {
+    // The whole window's frames must fit the request ring (and its replies the reply ring),
+    // else both sides would wait for room for good.
+    const std::size_t frame_bytes =
+        builder_.build({.kind = troupe::wire::Kind::Call, .messages = {&x, 1}}).size();
+    if (in_flight * (frame_bytes + 64) > kRingBytes / 2) {
+      troupe::bench::fail("wire floor: a window of " + std::to_string(in_flight) +
+                          " calls does not fit the ring");
+    }
     wake_child();
     troupe::Msg reply;
     for (std::size_t i = 0; i < in_flight; ++i) send(++call_id_, {&x, 1});
@@ -273,7 +285,10 @@ class WireFloorRoundTrips {
   /// Takes the reply to `call_id` (the next one due: replies come in order) into `x`.
   void receive(std::uint64_t call_id, troupe::Msg& x) {
     std::optional<troupe::shm::RingRecord> reply;
-    while (!(reply = replies_.try_take())) troupe::cpu_relax();
+    for (std::uint32_t spins = 1; !(reply = replies_.try_take()); ++spins) {
+      troupe::cpu_relax();
+      if (spins % 4096 == 0) check_child();  // a reply mostly comes within tens of spins
+    }
     std::error_code ec;
     const troupe::wire::Envelope* env = troupe::verify_frame(reply->payload, ec);
     if (env == nullptr || env->call_id() != call_id || env->messages() == nullptr) {
@@ -288,9 +303,20 @@ class WireFloorRoundTrips {
   void send(std::uint64_t call_id, std::span<const troupe::Msg> msgs) {
     const troupe::FrameView frame = builder_.build(
         {.kind = troupe::wire::Kind::Call, .call_id = call_id, .agent_id = 1, .messages = msgs});
-    while (!requests_.try_push(troupe::shm::RecordType::kMessage, frame)) troupe::cpu_relax();
+    for (std::uint32_t spins = 1; !requests_.try_push(troupe::shm::RecordType::kMessage, frame);
+         ++spins) {
+      troupe::cpu_relax();
+      if (spins % 4096 == 0) check_child();
+    }
   }
   void send_control(std::uint64_t what) { send(what, {}); }
+
+  /// Fails, rather than waiting for good, once the echo child has ended.
+  void check_child() {
+    if (const auto status = child_.try_wait()) {
+      troupe::bench::fail("wire floor: the echo child " + troupe::describe_exit(*status));
+    }
+  }
 
   /// The child's side of a round: answers calls until a control frame; returns its call id.
   static std::uint64_t serve(troupe::shm::SpscRingConsumer& in, troupe::shm::SpscRingProducer& out,
@@ -300,12 +326,13 @@ class WireFloorRoundTrips {
       while (!(request = in.try_take())) troupe::cpu_relax();
       std::error_code ec;
       const troupe::wire::Envelope* env = troupe::verify_frame(request->payload, ec);
-      if (env == nullptr) return kRawStop;  // the parent sees the child's exit status
+      if (env == nullptr) return kBadFrame;  // the parent sees the child's exit status
       const std::uint64_t call_id = env->call_id();
       if (call_id == kRawStop || call_id == kRawPause) {
         in.publish_head();
         return call_id;
       }
+      if (env->messages() == nullptr || env->messages()->size() != 1) return kBadFrame;
       const troupe::Msg x = troupe::from_wire(*env->messages()->Get(0));
       in.publish_head();
       const troupe::Msg reply[] = {troupe::Msg("A", x.content())};  // as Echo::reply
@@ -315,6 +342,11 @@ class WireFloorRoundTrips {
     }
   }
 
+  static constexpr std::uint64_t kBadFrame = 0;  // serve()'s answer to a frame that fails
+
+  // Forked from a program whose runtime threads run (troupe::init started them), as
+  // RawRoundTrips' child is: the child allocates (glibc's fork handlers leave malloc usable)
+  // and takes no other lock those threads may have held.
   troupe::ChildProcess start_child() {
     if (::pipe(wake_) != 0) troupe::bench::fail_errno("pipe");
     try {
@@ -324,7 +356,9 @@ class WireFloorRoundTrips {
         auto out = rings_.producer(1);
         troupe::FrameBuilder builder;
         for (char go; ::read(wake_[0], &go, 1) == 1;) {  // sleeps between rounds
-          if (serve(in, out, builder) == kRawStop) return 0;
+          const std::uint64_t ended_by = serve(in, out, builder);
+          if (ended_by == kBadFrame) return 2;
+          if (ended_by == kRawStop) return 0;
         }
         return 1;
       });
@@ -368,46 +402,48 @@ BENCHMARK(BM_SequentialCall)->UseRealTime()->MinTime(0.5);
 // rounds whose raw round trip says the VM was slow, and over the others (-1 when no round fell
 // in that state).
 void BM_SequentialCallVsRawRing(benchmark::State& state) {
-  constexpr int kWarm = 1000;
-  constexpr int kTimed = 4000;
-  RawRoundTrips raw;
-  WireFloorRoundTrips floor;
-  auto a = Echo("A").to_dist({.lazy_launch = false});
-  troupe::Msg x("user", kContent, "user");
-  troupe::Msg floor_x = x;
-  auto call = [&] {
-    x = a(x);
-    benchmark::DoNotOptimize(x.content().size());
-  };
-  std::vector<double> raw_ns, floor_ns, call_ns, ratios, floor_ratios, over_floor;
-  std::vector<double> slow, fast, slow_floor, fast_floor;
-  for (auto _ : state) {
-    raw_ns.push_back(raw.measure(kWarm, kTimed));
-    floor_ns.push_back(floor.measure(kWarm, kTimed, floor_x));
-    for (int i = 0; i < kWarm; ++i) call();
-    const auto t0 = Clock::now();
-    for (int i = 0; i < kTimed; ++i) call();
-    const auto t1 = Clock::now();
-    call_ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / kTimed);
-    ratios.push_back(call_ns.back() / raw_ns.back());
-    floor_ratios.push_back(floor_ns.back() / raw_ns.back());
-    over_floor.push_back(call_ns.back() / floor_ns.back());
-    const bool is_slow = raw_ns.back() >= kSlowRawNs;
-    (is_slow ? slow : fast).push_back(ratios.back());
-    (is_slow ? slow_floor : fast_floor).push_back(floor_ratios.back());
-  }
-  if (x.content() != kContent || floor_x.content() != kContent) {
-    state.SkipWithError("an echo changed the content");
-  }
-  state.counters["raw_ns"] = quantile(raw_ns, 0.5);
-  state.counters["floor_ns"] = quantile(floor_ns, 0.5);
-  state.counters["call_ns"] = quantile(call_ns, 0.5);
-  state.counters["ratio"] = quantile(ratios, 0.5);
-  state.counters["floor_ratio"] = quantile(floor_ratios, 0.5);
-  state.counters["over_floor"] = quantile(over_floor, 0.5);
-  count_by_state(state, slow, fast, "ratio");
-  count_by_state(state, slow_floor, fast_floor, "floor_ratio");
-  state.SetLabel("medians of " + std::to_string(ratios.size()) + " alternating rounds");
+  troupe::bench::guarded(state, [&] {
+    constexpr int kWarm = 1000;
+    constexpr int kTimed = 4000;
+    RawRoundTrips raw;
+    WireFloorRoundTrips floor;
+    auto a = Echo("A").to_dist({.lazy_launch = false});
+    troupe::Msg x("user", kContent, "user");
+    troupe::Msg floor_x = x;
+    auto call = [&] {
+      x = a(x);
+      benchmark::DoNotOptimize(x.content().size());
+    };
+    std::vector<double> raw_ns, floor_ns, call_ns, ratios, floor_ratios, over_floor;
+    std::vector<double> slow, fast, slow_floor, fast_floor;
+    for (auto _ : state) {
+      raw_ns.push_back(raw.measure(kWarm, kTimed));
+      floor_ns.push_back(floor.measure(kWarm, kTimed, floor_x));
+      for (int i = 0; i < kWarm; ++i) call();
+      const auto t0 = Clock::now();
+      for (int i = 0; i < kTimed; ++i) call();
+      const auto t1 = Clock::now();
+      call_ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / kTimed);
+      ratios.push_back(call_ns.back() / raw_ns.back());
+      floor_ratios.push_back(floor_ns.back() / raw_ns.back());
+      over_floor.push_back(call_ns.back() / floor_ns.back());
+      const bool is_slow = raw_ns.back() >= kSlowRawNs;
+      (is_slow ? slow : fast).push_back(ratios.back());
+      (is_slow ? slow_floor : fast_floor).push_back(floor_ratios.back());
+    }
+    if (x.content() != kContent || floor_x.content() != kContent) {
+      state.SkipWithError("an echo changed the content");
+    }
+    state.counters["raw_ns"] = quantile(raw_ns, 0.5);
+    state.counters["floor_ns"] = quantile(floor_ns, 0.5);
+    state.counters["call_ns"] = quantile(call_ns, 0.5);
+    state.counters["ratio"] = quantile(ratios, 0.5);
+    state.counters["floor_ratio"] = quantile(floor_ratios, 0.5);
+    state.counters["over_floor"] = quantile(over_floor, 0.5);
+    count_by_state(state, slow, fast, "ratio");
+    count_by_state(state, slow_floor, fast_floor, "floor_ratio");
+    state.SetLabel("medians of " + std::to_string(ratios.size()) + " alternating rounds");
+  });
 }
 BENCHMARK(BM_SequentialCallVsRawRing)->Iterations(15)->Unit(benchmark::kMillisecond);
 
@@ -460,45 +496,47 @@ BENCHMARK(BM_CallsInFlightWindow)->Arg(1024)->UseRealTime()->MinTime(1.0);
 // floor's rate and the runtime's share of it (of_floor) likewise. A counter is -1 when no
 // round fell in its state.
 void BM_CallsInFlightVsRawRing(benchmark::State& state) {
-  constexpr std::size_t kInFlight = 1024;
-  constexpr int kTimedCalls = 32 * 1024;
-  RawRoundTrips raw;
-  WireFloorRoundTrips floor;
-  auto a = Echo("A").to_dist({.lazy_launch = false});
-  const troupe::Msg x("user", kContent, "user");
-  std::vector<troupe::Msg> window(kInFlight);
-  std::size_t oldest = 0;
-  auto call = [&] {
-    benchmark::DoNotOptimize(window[oldest].content().size());
-    window[oldest] = a(x);
-    oldest = oldest + 1 == kInFlight ? 0 : oldest + 1;
-  };
-  std::vector<double> raw_ns, rates, floor_rates, of_floor, slow, fast, slow_floor, fast_floor;
-  for (auto _ : state) {
-    raw_ns.push_back(raw.measure(1000, 4000));
-    floor_rates.push_back(floor.window_rate(kInFlight, kTimedCalls, x));
-    for (auto& m : window) m = a(x);  // a full window, the previous round's replies drained
-    const auto t0 = Clock::now();
-    for (int i = 0; i < kTimedCalls; ++i) call();
-    const auto t1 = Clock::now();
-    troupe::wait_all(window);
-    // Timed up to the last call's issue, as BM_CallsInFlightWindow: the window's last replies
-    // are drained outside the timing.
-    rates.push_back(kTimedCalls / std::chrono::duration<double>(t1 - t0).count());
-    of_floor.push_back(rates.back() / floor_rates.back());
-    const bool is_slow = raw_ns.back() >= kSlowRawNs;
-    (is_slow ? slow : fast).push_back(rates.back());
-    (is_slow ? slow_floor : fast_floor).push_back(floor_rates.back());
-  }
-  state.counters["raw_ns"] = quantile(raw_ns, 0.5);
-  state.counters["calls_per_s"] = quantile(rates, 0.5);
-  state.counters["p10"] = quantile(rates, 0.1);
-  state.counters["p90"] = quantile(rates, 0.9);
-  state.counters["floor_per_s"] = quantile(floor_rates, 0.5);
-  state.counters["of_floor"] = quantile(of_floor, 0.5);
-  count_by_state(state, slow, fast, "median");
-  count_by_state(state, slow_floor, fast_floor, "floor");
-  state.SetLabel("over " + std::to_string(rates.size()) + " alternating rounds");
+  troupe::bench::guarded(state, [&] {
+    constexpr std::size_t kInFlight = 1024;
+    constexpr int kTimedCalls = 32 * 1024;
+    RawRoundTrips raw;
+    WireFloorRoundTrips floor;
+    auto a = Echo("A").to_dist({.lazy_launch = false});
+    const troupe::Msg x("user", kContent, "user");
+    std::vector<troupe::Msg> window(kInFlight);
+    std::size_t oldest = 0;
+    auto call = [&] {
+      benchmark::DoNotOptimize(window[oldest].content().size());
+      window[oldest] = a(x);
+      oldest = oldest + 1 == kInFlight ? 0 : oldest + 1;
+    };
+    std::vector<double> raw_ns, rates, floor_rates, of_floor, slow, fast, slow_floor, fast_floor;
+    for (auto _ : state) {
+      raw_ns.push_back(raw.measure(1000, 4000));
+      floor_rates.push_back(floor.window_rate(kInFlight, kTimedCalls, x));
+      for (auto& m : window) m = a(x);  // a full window, the previous round's replies drained
+      const auto t0 = Clock::now();
+      for (int i = 0; i < kTimedCalls; ++i) call();
+      const auto t1 = Clock::now();
+      troupe::wait_all(window);
+      // Timed up to the last call's issue, as BM_CallsInFlightWindow: the window's last replies
+      // are drained outside the timing.
+      rates.push_back(kTimedCalls / std::chrono::duration<double>(t1 - t0).count());
+      of_floor.push_back(rates.back() / floor_rates.back());
+      const bool is_slow = raw_ns.back() >= kSlowRawNs;
+      (is_slow ? slow : fast).push_back(rates.back());
+      (is_slow ? slow_floor : fast_floor).push_back(floor_rates.back());
+    }
+    state.counters["raw_ns"] = quantile(raw_ns, 0.5);
+    state.counters["calls_per_s"] = quantile(rates, 0.5);
+    state.counters["p10"] = quantile(rates, 0.1);
+    state.counters["p90"] = quantile(rates, 0.9);
+    state.counters["floor_per_s"] = quantile(floor_rates, 0.5);
+    state.counters["of_floor"] = quantile(of_floor, 0.5);
+    count_by_state(state, slow, fast, "median");
+    count_by_state(state, slow_floor, fast_floor, "floor");
+    state.SetLabel("over " + std::to_string(rates.size()) + " alternating rounds");
+  });
 }
 BENCHMARK(BM_CallsInFlightVsRawRing)->Iterations(31)->Unit(benchmark::kMillisecond);
 

@@ -60,6 +60,7 @@
 #include <string_view>
 #include <vector>
 
+#include "support/guarded.hpp"
 #include "support/raw_ring.hpp"
 #include "support/stall_guard.hpp"
 #include "support/troupe_rings.hpp"
@@ -161,17 +162,6 @@ void expect_clean_exit(troupe::ChildProcess& child) {
   }
   if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
     fail("child " + std::to_string(pid) + " " + troupe::describe_exit(*status));
-  }
-}
-
-/// Runs one case; an exception (a failed check, a stall, a system call) fails it with its text.
-/// The case's RAII objects kill and reap its children and remove its segments on the way out.
-template <class Body>
-void guarded(benchmark::State& state, Body&& body) {
-  try {
-    body();
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
   }
 }
 

@@ -204,7 +204,8 @@ void AgentLane::run_call(LaneCall& call) noexcept {
   executing_thread_.store(std::thread::id{}, std::memory_order_relaxed);
   // SYNC POINT: seq_cst, the Dekker pair with close()'s wait: it stores closing_, then reads
   // the count and sleeps on it unless it is 0; this lowers the count, then reads closing_.
-  // Either close() sees the count drop, or this sees it closing and wakes it.
+  // Either close() sees the count drop, or this sees it closing and wakes it (a system call
+  // only for the calls that end while their owner is being destroyed).
   executing_.fetch_sub(1, std::memory_order_seq_cst);
   if (closing_.load(std::memory_order_seq_cst)) futex_wake_private(executing_, 1 << 30);
   // SYNC POINT: release pairs with the acquire load in admit(): a direct call that sees the
@@ -372,13 +373,17 @@ void AgentLane::close(std::string why) {
     admitted.swap(admitted_);
   }
   fail_if_unstarted(admitted, std::make_exception_ptr(Error(closed_why_)));
-  // SYNC POINT: seq_cst, the Dekker pair with the runner (see closed()). Not when the owner is
-  // destroyed by its own call, on the runner's thread: that call would wait for itself.
+  // Not when the owner is destroyed by its own call, on the runner's thread: that call would
+  // wait for itself.
   if (executing_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
-  // Sleeps while a call runs (a reply() may take seconds): the futex returns at once if the
-  // count changed since it was read, and run_call() wakes it when a call ends after closing_.
+  // Sleeps while a call runs (a reply() may take seconds). SYNC POINT: seq_cst, the Dekker
+  // pairs with the runner: with closed() (a call that started after closing_ runs nothing),
+  // and with run_call()'s wake (every call that ends after closing_ wakes this; a count read
+  // here that is already stale makes the futex return at once). The load that sees 0 acquires
+  // the last call's release: its touches of the owner happen before the owner goes. The
+  // timeout is a safety net only; no wake-up is lost without it.
   for (std::uint32_t running; (running = executing_.load(std::memory_order_seq_cst)) > 0;) {
-    futex_wait_private(executing_, running, std::chrono::milliseconds(100));
+    futex_wait_private(executing_, running, std::chrono::seconds(1));
   }
 }
 

@@ -844,9 +844,11 @@ void AgentServer::run_call(const AgentPtr& served, ServedCall& call) {
     case wire::Kind::Call:
       try {
         const Msg result = served->agent->reply(call.inputs);
-        send_to(client, {.kind = wire::Kind::Result,
-                         .call_id = call.call_id,
-                         .messages = std::span<const Msg>(&result, 1)});
+        send_to(client,
+                {.kind = wire::Kind::Result,
+                 .call_id = call.call_id,
+                 .messages = std::span<const Msg>(&result, 1)},
+                served.get());
       } catch (const std::exception& e) {
         send_error(client, call.call_id, served->describe() + " raised: " + e.what());
       } catch (...) {
@@ -892,13 +894,16 @@ void AgentServer::run_call(const AgentPtr& served, ServedCall& call) {
   }
 }
 
-void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
+void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields,
+                          const ServedAgent* from) {
+  // As every other failure of a call says whose it is (describe()), so does this one.
+  const auto whose = [from] { return from ? from->describe() + ": " : std::string(); };
   FrameBytes frame;
   try {
     frame = reply_builder().build(fields);
   } catch (const std::exception& e) {
     if (!is_failure(fields.kind)) {
-      send_error(client, fields.call_id, std::string("the reply cannot be sent: ") + e.what());
+      send_error(client, fields.call_id, whose() + "the reply cannot be sent: " + e.what());
     }
     return;
   }
@@ -909,7 +914,7 @@ void AgentServer::send_to(ServedClient& client, const EnvelopeFields& fields) {
   if (!ec || ec == Errc::kClosed || ec == Errc::kPeerDead) return;
   if (ec == Errc::kMessageTooLarge && !is_failure(fields.kind)) {
     send_error(client, fields.call_id,
-               "the reply (a frame of " + std::to_string(frame.size()) +
+               whose() + "the reply (a frame of " + std::to_string(frame.size()) +
                    " bytes) is larger than the channel carries: " + ec.message());
     return;
   }

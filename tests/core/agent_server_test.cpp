@@ -364,6 +364,8 @@ TEST_F(SmallFramesTest, AReplyTooLargeForTheChannelIsAnErrorReply) {
   call(1, 2, "100000");  // a 100 kB payload
   Reply r = expect_next(wire::Kind::Error);
   EXPECT_EQ(r.call_id, 2u);
+  EXPECT_NE(r.error.find("agent 'B' (class BigReply): the reply (a frame of "), std::string::npos)
+      << r.error;
   EXPECT_NE(r.error.find("larger than the channel carries"), std::string::npos) << r.error;
   call(1, 3, "1000");  // still serving
   Reply fine = expect_next(wire::Kind::Result);

@@ -1,11 +1,11 @@
 // AgentBase in process, the registry, and what to_dist refuses up front.
 #include <gtest/gtest.h>
 #include <oneapi/tbb/global_control.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -328,19 +328,23 @@ TEST(AgentTest, DestroyingAnAgentFailsItsCallsWaitingOnTheReplyPool) {
   for (const Msg& m : sleeping) EXPECT_EQ(m.error_message(), "");
 }
 
-// Says when its reply() starts, then sleeps `sleep`.
+// Says which thread its reply() started on, then sleeps `sleep`.
 class SaysWhenStarted : public AgentBase {
  public:
-  SaysWhenStarted(std::string name, std::atomic<bool>& started, std::chrono::milliseconds sleep)
-      : AgentBase(std::move(name)), started_(started), sleep_(sleep) {}
+  SaysWhenStarted(std::string name, std::atomic<std::thread::id>& started_on,
+                  std::chrono::milliseconds sleep)
+      : AgentBase(std::move(name)), started_on_(started_on), sleep_(sleep) {}
   Msg reply(const Msg& x) override {
-    started_.store(true);
-    std::this_thread::sleep_for(sleep_);
-    return Msg(name(), x.content());
+    // Copied first: once it has said so, the test may begin destroying this object.
+    const auto sleep = sleep_;
+    std::string content = x.content();
+    started_on_.store(std::this_thread::get_id());
+    std::this_thread::sleep_for(sleep);
+    return Msg("S", std::move(content));
   }
 
  private:
-  std::atomic<bool>& started_;
+  std::atomic<std::thread::id>& started_on_;
   std::chrono::milliseconds sleep_;
 };
 
@@ -354,12 +358,13 @@ std::chrono::nanoseconds thread_cpu_time() {
 // destroying thread uses little CPU while a 300 ms reply() finishes (a thread that yielded in
 // a loop used as much CPU as the wait took, on a core another thread could have had).
 TEST(AgentTest, DestroyingAnAgentWaitsForItsRunningCallAsleep) {
-  std::atomic<bool> started{false};
-  auto agent = std::make_unique<SaysWhenStarted>("S", started, std::chrono::milliseconds(300));
+  std::atomic<std::thread::id> started_on{};
+  auto agent = std::make_unique<SaysWhenStarted>("S", started_on, std::chrono::milliseconds(300));
   auto input = std::make_shared<detail::ResultState>();
   const Msg result = (*agent)(Msg::placeholder(input));  // deferred: a TBB thread runs it
   input->resolve(Msg("u", "x"));
-  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  ASSERT_TRUE(eventually([&] { return started_on.load() != std::thread::id{}; }));
+  ASSERT_NE(started_on.load(), std::this_thread::get_id()) << "the call ran here: no wait";
   const auto cpu_before = thread_cpu_time();
   const auto wall_before = std::chrono::steady_clock::now();
   agent.reset();

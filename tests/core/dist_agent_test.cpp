@@ -528,6 +528,21 @@ TEST(DistAgentTest, RemoteExceptionArrivesAsRemoteError) {
   EXPECT_EQ(f(Msg("u", "fine")).content(), "ok:fine");
 }
 
+// A reply() or observe() that throws what is not a std::exception fails its call with a
+// RemoteError naming the agent, as in process, and the agent keeps serving.
+TEST(DistAgentTest, ANonStandardExceptionArrivesAsRemoteError) {
+  auto f = Faulty("F").to_dist();
+  Faulty local("F");
+  Msg bad = f(Msg("u", "throw 42"));
+  EXPECT_THROW((void)bad.content(), RemoteError);
+  EXPECT_EQ(bad.error_message(), "agent 'F' (class Faulty) raised a non-standard exception");
+  EXPECT_EQ(bad.error_message(), local(Msg("u", "throw 42")).error_message());
+  ObserveHandle seen = f.observe(Msg("u", "throw 42"));
+  EXPECT_THROW(seen.get(), RemoteError);
+  EXPECT_EQ(f(Msg("u", "fine")).content(), "ok:fine");
+  EXPECT_EQ(local(Msg("u", "fine")).content(), "ok:fine");
+}
+
 TEST(DistAgentTest, DependantsOfAFailedCallFailTheSameWay) {
   auto f = Faulty("F").to_dist();
   auto c = Counter("C").to_dist();

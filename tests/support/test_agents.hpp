@@ -104,10 +104,12 @@ class Faulty : public AgentBase {
   using AgentBase::AgentBase;
   Msg reply(const Msg& x) override {
     if (x.content() == "fail") throw std::runtime_error("asked to fail");
+    if (x.content() == "throw 42") throw 42;  // not a std::exception
     return Msg(name(), "ok:" + x.content());
   }
   void observe(const Msg& x) override {
     if (x.content() == "fail") throw std::runtime_error("observe asked to fail");
+    if (x.content() == "throw 42") throw 42;
   }
 };
 

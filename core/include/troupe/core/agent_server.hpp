@@ -135,9 +135,11 @@ class AgentServer {
   AgentPtr find_or_create(const std::string& class_name, const std::string& name,
                           const std::string& kwargs_json, std::string& error);
   void drop_client(const ClientPtr& client);
-  // Replies; a reply the channel refuses as too large becomes an error reply, and a client
-  // that reads nothing for options_.send_patience has its channel closed.
-  void send_to(detail::ServedClient& client, const EnvelopeFields& fields);
+  // Replies; a reply the channel refuses as too large becomes an error reply (naming `from`,
+  // the agent whose reply it is), and a client that reads nothing for options_.send_patience
+  // has its channel closed.
+  void send_to(detail::ServedClient& client, const EnvelopeFields& fields,
+               const detail::ServedAgent* from = nullptr);
   // `kind`: Error, or Refused for a call refused without running (see wire::Kind).
   void send_error(detail::ServedClient& client, std::uint64_t call_id, const std::string& text,
                   wire::Kind kind = wire::Kind::Error);

@@ -149,8 +149,9 @@ class AgentLane : public std::enable_shared_from_this<AgentLane> {
   std::uint64_t next_seq_ = 0;  // guarded by admit_mutex_
   std::atomic<int> queued_{0};
   std::atomic<bool> closing_{false};
-  std::string closed_why_;                           // written once, before closing_ is set
-  std::atomic<std::uint32_t> executing_{0};          // graph calls inside execute() right now
+  std::string closed_why_;  // written once, before closing_ is set
+  // Graph calls inside execute() right now; the futex word close() sleeps on.
+  std::atomic<std::uint32_t> executing_{0};
   std::atomic<std::thread::id> executing_thread_{};  // the thread that executes, meanwhile
   // Graph calls admitted and not yet run, for close(). Its own mutex, not admit_mutex_: an
   // agent destroyed inside its own direct call (which holds admit_mutex_) must not deadlock.
