@@ -1,0 +1,11 @@
+# Runs an example in smoke form: it must exit 0 and, when EXPECT is given, print a match for
+# it. (ctest's PASS_REGULAR_EXPRESSION alone ignores the exit status.)
+#   cmake -DCOMMAND="<program>;<args>" [-DEXPECT=<regex>] -P run_example.cmake
+execute_process(COMMAND ${COMMAND} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+message("${out}${err}")
+if(NOT rc STREQUAL "0")
+  message(FATAL_ERROR "${COMMAND} ended with ${rc}")
+endif()
+if(DEFINED EXPECT AND NOT out MATCHES "${EXPECT}")
+  message(FATAL_ERROR "${COMMAND} did not print a match for: ${EXPECT}")
+endif()
