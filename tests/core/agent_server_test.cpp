@@ -226,6 +226,14 @@ TEST_F(AgentServerTest, BadKwargsJsonIsRefused) {
   create(1, "Counter", "A", "{not json");
   Reply r = expect_next(wire::Kind::Refused);
   EXPECT_NE(r.error.find("bad kwargs JSON"), std::string::npos) << r.error;
+  call(1, 2, "x");  // calls on it say why
+  Reply later = expect_next(wire::Kind::Refused);
+  EXPECT_EQ(later.call_id, 2u);
+  EXPECT_NE(later.error.find("bad kwargs JSON"), std::string::npos) << later.error;
+  create(3, "Counter", "B");  // the server goes on serving
+  expect_next(wire::Kind::Result);
+  call(3, 4, "y");
+  EXPECT_EQ(expect_next(wire::Kind::Result).msg.content(), "B:1:y");
 }
 
 TEST_F(AgentServerTest, ConstructorRefusingKwargsIsRefused) {

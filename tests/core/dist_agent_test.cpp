@@ -614,6 +614,7 @@ TEST(DistAgentTest, CopiesShareTheAgentAndShutdownEndsItForAll) {
   EXPECT_EQ(a(Msg("u", "x")).content(), "A:1:x");
   EXPECT_EQ(copy(Msg("u", "y")).content(), "A:2:y");
   Msg pending = a(Msg("u", "z"));
+  const pid_t server = a.server_pid();
   copy.shutdown();
   EXPECT_EQ(pending.content(), "A:3:z");  // pending calls complete first
   try {
@@ -622,6 +623,27 @@ TEST(DistAgentTest, CopiesShareTheAgentAndShutdownEndsItForAll) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("shut down"), std::string::npos) << e.what();
   }
+  EXPECT_THROW(a.observe(Msg("u", "late")).get(), Error);
+  // The server let the agent go, and it hosted no other: it ended, while handles remain.
+  EXPECT_TRUE(ends(server)) << "the server outlived its shut-down agent";
+}
+
+// On a server that hosts others, a shut-down agent leaves it; the others go on.
+TEST(DistAgentTest, ShutdownRemovesTheAgentFromItsServer) {
+  auto a = Counter("A").to_dist({.lazy_launch = false});
+  auto b = Counter("B").to_dist({.port = a.port(), .launch_server = false});
+  EXPECT_EQ(b(Msg("u", "x")).content(), "B:1:x");
+  ServerHandle server = b.server();
+  ASSERT_EQ(server.info().agents.size(), 2u);
+  a.shutdown();
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (server.info().agents.size() != 1 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const ServerInfo info = server.info();
+  ASSERT_EQ(info.agents.size(), 1u);
+  EXPECT_EQ(info.agents.front().name, "B");
+  EXPECT_EQ(b(Msg("u", "y")).content(), "B:2:y");
 }
 
 TEST(DistAgentTest, ShutdownLetsACallWaitingForItsInputRunFirst) {
@@ -858,6 +880,18 @@ TEST(DistAgentTest, ReplyLargerThanTheRingArrivesWhole) {
   ASSERT_EQ(m.payload().size(), n);
   for (std::size_t i = 0; i < n; i += 4099)
     ASSERT_EQ(m.payload()[i], static_cast<std::byte>(i * 7));
+}
+
+// The other way: an input larger than the ring (in fragments) reaches reply() whole, and its
+// answer, as large, comes back whole.
+TEST(DistAgentTest, InputLargerThanTheRingArrivesWhole) {
+  auto a = Counter("A").to_dist();
+  std::string content(8u << 20, '\0');  // 8 MiB through 1 MiB rings
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 23);
+  const Msg m = a(Msg("u", content));
+  ASSERT_EQ(m.content().size(), content.size() + 4);
+  EXPECT_TRUE(m.content() == "A:1:" + content) << "the 8 MiB content differs";
+  EXPECT_EQ(a(Msg("u", "x")).content(), "A:2:x");
 }
 
 TEST(DistAgentTest, ManyCallsInFlightKeepOrderPerAgent) {
