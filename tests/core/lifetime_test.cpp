@@ -78,14 +78,32 @@ int expect_clean(ProgramRun& run) {
   return status;
 }
 
+bool exited_cleanly(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+bool killed_by(int status, int signal) { return WIFSIGNALED(status) && WTERMSIG(status) == signal; }
+
 TEST(LifetimeTest, ProgramReturns) {
   ProgramRun run = start("return");
-  expect_clean(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(exited_cleanly(status)) << "status " << status;
 }
 
 TEST(LifetimeTest, ProgramThrows) {
   ProgramRun run = start("throw");
-  expect_clean(run);
+  const int status = expect_clean(run);  // std::terminate: abort()
+  EXPECT_TRUE(killed_by(status, SIGABRT)) << "status " << status;
+}
+
+// Returning or throwing with calls in flight and waiting in the flow graph.
+TEST(LifetimeTest, ProgramReturnsWithCallsInFlight) {
+  ProgramRun run = start("returnbusy");
+  const int status = expect_clean(run);
+  EXPECT_TRUE(exited_cleanly(status)) << "status " << status;
+}
+
+TEST(LifetimeTest, ProgramThrowsWithCallsInFlight) {
+  ProgramRun run = start("throwbusy");
+  const int status = expect_clean(run);
+  EXPECT_TRUE(killed_by(status, SIGABRT)) << "status " << status;
 }
 
 TEST(LifetimeTest, ProgramGetsCtrlC) {
@@ -124,13 +142,15 @@ TEST(LifetimeTest, ProgramThatIgnoresSigchldHearsOfItsServersExits) {
 TEST(LifetimeTest, ProgramGetsSigterm) {
   ProgramRun run = start("wait");
   run.program.kill(SIGTERM);
-  expect_clean(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(killed_by(status, SIGTERM)) << "status " << status;
 }
 
 TEST(LifetimeTest, ProgramIsKilled) {
   ProgramRun run = start("wait");
   run.program.kill(SIGKILL);
-  expect_clean(run);
+  const int status = expect_clean(run);
+  EXPECT_TRUE(killed_by(status, SIGKILL)) << "status " << status;
 }
 
 // The same endings while the program is busy: calls in flight on every channel, some waiting

@@ -9,6 +9,8 @@
 //            when B's next call fails naming the signal, and a launcher's shutdown returns
 //   busy     calls its agents without end, many calls in flight and some waiting for inputs
 //            in the flow graph, until a signal ends it
+//   returnbusy, throwbusy  make one round of busy's calls, then return or throw without
+//            waiting for them
 #include <signal.h>
 #include <unistd.h>
 
@@ -58,17 +60,24 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "wait") == 0) {
     for (;;) ::pause();
   }
-  if (std::strcmp(argv[1], "busy") == 0) {
-    Echo local("L");
-    for (;;) {
-      std::vector<troupe::Msg> calls;
-      for (int i = 0; i < 64; ++i) {
-        for (auto* agent : {&a, &b, &c}) calls.push_back((*agent)(troupe::Msg("u", "x")));
-      }
-      // Calls whose input is pending wait in the dispatcher's graph, in-process ones too.
-      calls.push_back(local(c(b(a(troupe::Msg("u", "chain"))))));
-      troupe::wait_all(calls);
+  Echo local("L");
+  // Many calls in flight on every channel; calls whose input is pending wait in the
+  // dispatcher's graph, in-process ones too.
+  auto issue_calls = [&] {
+    std::vector<troupe::Msg> calls;
+    for (int i = 0; i < 64; ++i) {
+      for (auto* agent : {&a, &b, &c}) calls.push_back((*agent)(troupe::Msg("u", "x")));
     }
+    calls.push_back(local(c(b(a(troupe::Msg("u", "chain"))))));
+    return calls;
+  };
+  if (std::strcmp(argv[1], "busy") == 0) {
+    for (;;) troupe::wait_all(issue_calls());
+  }
+  if (std::strcmp(argv[1], "returnbusy") == 0 || std::strcmp(argv[1], "throwbusy") == 0) {
+    const std::vector<troupe::Msg> calls = issue_calls();
+    if (argv[1][0] == 't') throw std::runtime_error("escaping main, calls in flight");
+    return 0;
   }
   if (nochld) {
     ::kill(b.server_pid(), SIGKILL);
