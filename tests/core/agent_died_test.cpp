@@ -149,24 +149,32 @@ TEST(AgentDiedTest, AttachedClientsNoticeALauncherServerDying) {
   Msg x = a(Msg("u", "a"));
   std::this_thread::sleep_for(20ms);
   ASSERT_EQ(::kill(launcher.pid(), SIGKILL), 0);
-  EXPECT_THROW((void)x.content(), AgentDied);
+  expect_died(x, "A", "signal 9");  // this program's fork server started it: it relays how
 }
 
+// A server another program started is noticed dead through its channel, while a call on
+// another server still runs (not when it ends and leaves one link to watch), within the
+// issue's 100 ms: asserted on the best of three kills, as PendingCallsFailWithin100MsOfTheKill.
 TEST(AgentDiedTest, AServerOfAnotherProgramIsNoticedDeadWhileOtherCallsRun) {
-  test::ForeignServer foreign(TROUPE_FOREIGN_SERVER_PROGRAM);
-  auto remote = test::Sleeper("R", {{"sleep_ms", 10000}})
-                    .to_dist({.port = foreign.port, .launch_server = false});
-  auto local = test::Sleeper("L", {{"sleep_ms", 3000}}).to_dist({.lazy_launch = false});
+  auto local = test::Sleeper("L", {{"sleep_ms", 4000}}).to_dist({.lazy_launch = false});
   Msg busy = local(Msg("u", "x"));  // keeps a second server busy: two links to watch
-  Msg doomed = remote(Msg("u", "y"));
-  std::this_thread::sleep_for(200ms);  // both calls are running
-
-  const auto killed_at = Clock::now();
-  ASSERT_EQ(::kill(foreign.server_pid, SIGKILL), 0);
-  EXPECT_THROW((void)doomed.content(), AgentDied);
-  // Noticed while the other call still runs, not when it ends and leaves one link to watch.
-  EXPECT_LT(Clock::now() - killed_at, 2s);
-  EXPECT_FALSE(busy.ready());
+  auto best = std::chrono::microseconds::max();
+  for (int round = 0; round < 3; ++round) {
+    test::ForeignServer foreign(TROUPE_FOREIGN_SERVER_PROGRAM);
+    auto remote = test::Sleeper("R", {{"sleep_ms", 10000}})
+                      .to_dist({.port = foreign.port, .launch_server = false});
+    Msg doomed = remote(Msg("u", "y"));
+    std::this_thread::sleep_for(200ms);  // both calls are running
+    const auto killed_at = Clock::now();
+    ASSERT_EQ(::kill(foreign.server_pid, SIGKILL), 0);
+    EXPECT_THROW((void)doomed.content(), AgentDied);
+    const auto noticed =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - killed_at);
+    std::printf("round %d: noticed %.2f ms after SIGKILL\n", round, noticed.count() / 1e3);
+    best = std::min(best, noticed);
+    EXPECT_FALSE(busy.ready());
+  }
+  EXPECT_LT(best, 100ms);
   EXPECT_EQ(busy.content(), "L(x)");
 }
 
