@@ -87,6 +87,14 @@ TEST(AgentTest, TellIsOrderedWithDeferredCallsAndReportsFailure) {
         << e.what();
   }
   EXPECT_EQ(f(Msg("u", "after")).content(), "ok:after");  // not poisoned
+
+  // A failure nobody asks about is logged, as a distributed agent's is.
+  testing::internal::CaptureStderr();
+  f.tell(Msg("u", "fail"));  // the handle is dropped at once
+  EXPECT_EQ(f(Msg("u", "later")).content(), "ok:later");
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("observe on agent 'F' (class Faulty) failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("observe asked to fail"), std::string::npos) << log;
 }
 
 TEST(AgentTest, ADeferredInProcessCallTimesOut) {

@@ -43,7 +43,7 @@ ProgramRun start(const char* mode) {
   ProgramRun run{std::move(program.process), pid, {}};
   pid_t server;
   while (words >> server) run.started.insert(server);
-  EXPECT_EQ(run.started.size(), 3u);  // the fork server and two agent servers
+  EXPECT_EQ(run.started.size(), 4u);  // the fork server, two agent servers, a launcher's
   return run;
 }
 

@@ -1,5 +1,6 @@
-// A Troupe program for the lifetime tests: starts three agent servers (two agents share one),
-// prints "ready <its pid> <fork server pid> <server pids...>", then ends the way argv[1] says:
+// A Troupe program for the lifetime tests: starts three agent servers (two agents share one)
+// and a launcher's server, prints "ready <its pid> <fork server pid> <server pids...>", then
+// ends the way argv[1] says:
 //   return   returns from main          throw   lets an exception escape main
 //   wait     waits for a signal (the test sends SIGINT, SIGTERM or SIGKILL)
 //   catch    catches SIGINT (Ctrl-C), then calls its agents again: exit code 0 when they all
@@ -53,8 +54,11 @@ int main(int argc, char** argv) {
   auto b = Echo("B").to_dist({.lazy_launch = false});
   auto c = Echo("C").to_dist({.port = a.port(), .launch_server = false});
   for (auto* agent : {&a, &b, &c}) (void)(*agent)(troupe::Msg("u", "hi")).content();
-  std::printf("ready %d %d %d %d\n", ::getpid(), troupe::detail::Runtime::get()->fork_server_pid(),
-              a.server_pid(), b.server_pid());
+  troupe::RpcAgentServerLauncher hosted("Echo", {{"name", "H"}});  // its agent has no handle
+  hosted.launch();
+  std::printf("ready %d %d %d %d %d\n", ::getpid(),
+              troupe::detail::Runtime::get()->fork_server_pid(), a.server_pid(), b.server_pid(),
+              hosted.pid());
   std::fflush(stdout);
   if (std::strcmp(argv[1], "throw") == 0) throw std::runtime_error("escaping main");
   if (std::strcmp(argv[1], "wait") == 0) {
