@@ -890,7 +890,10 @@ TEST(DistAgentTest, InputLargerThanTheRingArrivesWhole) {
   for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 23);
   const Msg m = a(Msg("u", content));
   ASSERT_EQ(m.content().size(), content.size() + 4);
-  EXPECT_TRUE(m.content() == "A:1:" + content) << "the 8 MiB content differs";
+  EXPECT_EQ(m.content().substr(0, 4), "A:1:");
+  const auto differs = std::mismatch(content.begin(), content.end(), m.content().begin() + 4);
+  EXPECT_TRUE(differs.first == content.end())
+      << "the content differs from byte " << differs.first - content.begin();
   EXPECT_EQ(a(Msg("u", "x")).content(), "A:2:x");
 }
 

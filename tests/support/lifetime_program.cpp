@@ -8,25 +8,32 @@
 //   catchterm  the same with SIGTERM (sent to the whole process group, as `timeout` does)
 //   nochld   ignores SIGCHLD from the start (before init), then kills B's server: exit code 0
 //            when B's next call fails naming the signal, and a launcher's shutdown returns
+//            within 4 s (7: it did not, its server's exit unreported)
 //   busy     calls its agents without end, many calls in flight and some waiting for inputs
 //            in the flow graph, until a signal ends it
-//   returnbusy, throwbusy  make one round of busy's calls, then return or throw without
-//            waiting for them
+//   returnbusy, throwbusy  make one round of busy's calls behind a slow one (300 ms), then
+//            return or throw without waiting for them (exit code 8: the slow call was done)
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 #include <troupe/troupe.hpp>
 #include <vector>
 
 namespace {
 
+// Echoes; "slow" takes 300 ms, so that a call is surely in flight when the program ends.
 class Echo : public troupe::AgentBase {
  public:
   using AgentBase::AgentBase;
-  troupe::Msg reply(const troupe::Msg& x) override { return troupe::Msg(name(), x.content()); }
+  troupe::Msg reply(const troupe::Msg& x) override {
+    if (x.content() == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return troupe::Msg(name(), x.content());
+  }
 };
 TROUPE_REGISTER_AGENT(Echo);
 
@@ -54,8 +61,10 @@ int main(int argc, char** argv) {
   auto b = Echo("B").to_dist({.lazy_launch = false});
   auto c = Echo("C").to_dist({.port = a.port(), .launch_server = false});
   for (auto* agent : {&a, &b, &c}) (void)(*agent)(troupe::Msg("u", "hi")).content();
-  troupe::RpcAgentServerLauncher hosted("Echo", {{"name", "H"}});  // its agent has no handle
+  troupe::RpcAgentServerLauncher hosted("Echo", {{"name", "H"}});
   hosted.launch();
+  auto h = Echo("H").to_dist({.port = hosted.port(), .launch_server = false});
+  (void)h(troupe::Msg("u", "hi")).content();
   std::printf("ready %d %d %d %d %d\n", ::getpid(),
               troupe::detail::Runtime::get()->fork_server_pid(), a.server_pid(), b.server_pid(),
               hosted.pid());
@@ -79,7 +88,9 @@ int main(int argc, char** argv) {
     for (;;) troupe::wait_all(issue_calls());
   }
   if (std::strcmp(argv[1], "returnbusy") == 0 || std::strcmp(argv[1], "throwbusy") == 0) {
+    const troupe::Msg slow = a(troupe::Msg("u", "slow"));  // surely in flight at the end
     const std::vector<troupe::Msg> calls = issue_calls();
+    if (slow.ready()) return 8;
     if (argv[1][0] == 't') throw std::runtime_error("escaping main, calls in flight");
     return 0;
   }
@@ -96,12 +107,16 @@ int main(int argc, char** argv) {
     }
     troupe::RpcAgentServerLauncher launcher;
     launcher.launch();
-    launcher.shutdown();  // waits for the server's exit, which must be reported
+    // Waits for the server's exit, which must be reported: if it is not, shutdown() gives up
+    // on it after seconds (then kills it), and returns all the same.
+    const auto before = std::chrono::steady_clock::now();
+    launcher.shutdown();
+    if (std::chrono::steady_clock::now() - before > std::chrono::seconds(4)) return 7;
     return 0;
   }
   if (catching) {
     while (g_interrupted == 0) ::usleep(5000);
-    for (auto* agent : {&a, &b, &c}) {
+    for (auto* agent : {&a, &b, &c, &h}) {
       if ((*agent)(troupe::Msg("u", "again")).content() != "again") return 4;
     }
   }
