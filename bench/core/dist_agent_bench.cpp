@@ -31,6 +31,7 @@
 #include "support/troupe_rings.hpp"
 #include "troupe/core/child_process.hpp"
 #include "troupe/core/detail/cpu_relax.hpp"
+#include "troupe/core/function_ref.hpp"
 #include "troupe/core/wire.hpp"
 
 namespace {
@@ -142,30 +143,94 @@ void count_by_state(benchmark::State& state, const std::vector<double>& slow,
   state.counters["fast_" + what] = quantile(fast, 0.5);
 }
 
-/// The raw ring's round trip, measured in rounds between which its echo child sleeps on a pipe
-/// (so that a benchmark can alternate it with the runtime's calls, which then have the machine
-/// to themselves).
-class RawRoundTrips {
+/// A forked child that runs rounds on demand: between them it sleeps on a pipe, so that a
+/// benchmark can alternate its subjects and each round has the machine to itself.
+class RoundChild {
  public:
-  RawRoundTrips() : rings_(2, 1024), child_(start_child()), client_(rings_) {}
-  ~RawRoundTrips() {
-    // Wakes the child for its stop message; if the wake cannot be written, closing the pipe
-    // ends the child's read loop all the same.
+  /// The child's side: next() sleeps until the parent's next wake(); false once the parent
+  /// has closed the pipe.
+  class Rounds {
+   public:
+    explicit Rounds(int fd) noexcept : fd_(fd) {}
+    bool next() {
+      char go;
+      return ::read(fd_, &go, 1) == 1;
+    }
+
+   private:
+    int fd_;
+  };
+
+  /// Forks a child that runs `body` (its exit code: its return value).
+  explicit RoundChild(troupe::FunctionRef<int(Rounds&)> body) : child_(start(body)) {}
+  RoundChild(const RoundChild&) = delete;
+  RoundChild& operator=(const RoundChild&) = delete;
+
+  void wake() {
+    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
+  }
+  std::optional<int> try_wait() { return child_.try_wait(); }
+
+  /// Ends the child: wakes it for the stop message `send_stop` sends, closes the pipe (which
+  /// ends a child that missed the message) and reaps it (~ChildProcess kills it if that fails).
+  void finish(troupe::FunctionRef<void()> send_stop) noexcept {
     [[maybe_unused]] const auto woke = ::write(wake_[1], "g", 1);
-    client_.send(kRawStop);
+    try {
+      send_stop();
+    } catch (...) {
+    }
     ::close(wake_[1]);
     try {
       child_.wait();
-    } catch (...) {  // ~ChildProcess kills and reaps it then
+    } catch (...) {
     }
     ::close(wake_[0]);
+  }
+
+ private:
+  troupe::ChildProcess start(troupe::FunctionRef<int(Rounds&)> body) {
+    if (::pipe(wake_) != 0) troupe::bench::fail_errno("pipe");
+    try {
+      return troupe::ChildProcess::fork([&] {
+        ::close(wake_[1]);  // so that the parent's close ends the child's reads
+        Rounds rounds(wake_[0]);
+        return body(rounds);
+      });
+    } catch (...) {
+      ::close(wake_[0]);
+      ::close(wake_[1]);
+      throw;
+    }
+  }
+
+  int wake_[2] = {-1, -1};  // before child_: start() sets it
+  troupe::ChildProcess child_;
+};
+
+/// The raw ring's round trip, measured in rounds (RoundChild) so that a benchmark can alternate
+/// it with the runtime's calls.
+class RawRoundTrips {
+ public:
+  RawRoundTrips()
+      : rings_(2, 1024),
+        child_([this](RoundChild::Rounds& rounds) {
+          auto in = rings_.consumer(0);
+          auto out = rings_.producer(1);
+          while (rounds.next()) {
+            if (raw_echo(in, out) == kRawStop) return 0;
+          }
+          return 1;
+        }),
+        client_(rings_) {}
+  ~RawRoundTrips() {
+    child_.finish([this] { client_.send(kRawStop); });
   }
   RawRoundTrips(const RawRoundTrips&) = delete;
   RawRoundTrips& operator=(const RawRoundTrips&) = delete;
 
   /// One round: `warm` round trips, then the mean of `timed` more, in ns.
   double measure(int warm, int timed) {
-    wake_child();
+    child_.wake();
     for (int i = 0; i < warm; ++i) client_.round_trip(static_cast<std::uint64_t>(i));
     const auto t0 = Clock::now();
     for (int i = 0; i < timed; ++i) client_.round_trip(static_cast<std::uint64_t>(i));
@@ -175,31 +240,8 @@ class RawRoundTrips {
   }
 
  private:
-  troupe::ChildProcess start_child() {
-    if (::pipe(wake_) != 0) troupe::bench::fail_errno("pipe");
-    try {
-      return troupe::ChildProcess::fork([&] {
-        ::close(wake_[1]);  // so that the parent's close ends the read below
-        auto in = rings_.consumer(0);
-        auto out = rings_.producer(1);
-        for (char go; ::read(wake_[0], &go, 1) == 1;) {  // sleeps between rounds
-          if (raw_echo(in, out) == kRawStop) return 0;
-        }
-        return 1;
-      });
-    } catch (...) {
-      ::close(wake_[0]);
-      ::close(wake_[1]);
-      throw;
-    }
-  }
-  void wake_child() {
-    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
-  }
-
   troupe::bench::RawRings<64> rings_;
-  int wake_[2] = {-1, -1};  // before child_: start_child() sets it
-  troupe::ChildProcess child_;
+  RoundChild child_;
   RawEchoClient client_;
 };
 
@@ -216,18 +258,21 @@ class WireFloorRoundTrips {
  public:
   WireFloorRoundTrips()
       : rings_(2, kRingBytes),
-        child_(start_child()),
+        child_([this](RoundChild::Rounds& rounds) {
+          auto in = rings_.consumer(0);
+          auto out = rings_.producer(1);
+          troupe::FrameBuilder builder;
+          while (rounds.next()) {
+            const std::uint64_t ended_by = serve(in, out, builder);
+            if (ended_by == kBadFrame) return 2;
+            if (ended_by == kRawStop) return 0;
+          }
+          return 1;
+        }),
         requests_(rings_.producer(0)),
         replies_(rings_.consumer(1)) {}
   ~WireFloorRoundTrips() {
-    [[maybe_unused]] const auto woke = ::write(wake_[1], "g", 1);
-    send_control(kRawStop);
-    ::close(wake_[1]);
-    try {
-      child_.wait();
-    } catch (...) {  // ~ChildProcess kills and reaps it then
-    }
-    ::close(wake_[0]);
+    child_.finish([this] { send_control(kRawStop); });
   }
   WireFloorRoundTrips(const WireFloorRoundTrips&) = delete;
   WireFloorRoundTrips& operator=(const WireFloorRoundTrips&) = delete;
@@ -273,9 +318,7 @@ class WireFloorRoundTrips {
  private:
   static constexpr std::size_t kRingBytes = std::size_t{1} << 20;  // the channel's default
 
-  void wake_child() {
-    if (::write(wake_[1], "g", 1) != 1) troupe::bench::fail_errno("write");
-  }
+  void wake_child() { child_.wake(); }
 
   void round_trip(troupe::Msg& x) {
     send(++call_id_, {&x, 1});
@@ -344,34 +387,11 @@ class WireFloorRoundTrips {
 
   static constexpr std::uint64_t kBadFrame = 0;  // serve()'s answer to a frame that fails
 
+  troupe::bench::TroupeRings rings_;
   // Forked from a program whose runtime threads run (troupe::init started them), as
   // RawRoundTrips' child is: the child allocates (glibc's fork handlers leave malloc usable)
   // and takes no other lock those threads may have held.
-  troupe::ChildProcess start_child() {
-    if (::pipe(wake_) != 0) troupe::bench::fail_errno("pipe");
-    try {
-      return troupe::ChildProcess::fork([&] {
-        ::close(wake_[1]);  // so that the parent's close ends the read below
-        auto in = rings_.consumer(0);
-        auto out = rings_.producer(1);
-        troupe::FrameBuilder builder;
-        for (char go; ::read(wake_[0], &go, 1) == 1;) {  // sleeps between rounds
-          const std::uint64_t ended_by = serve(in, out, builder);
-          if (ended_by == kBadFrame) return 2;
-          if (ended_by == kRawStop) return 0;
-        }
-        return 1;
-      });
-    } catch (...) {
-      ::close(wake_[0]);
-      ::close(wake_[1]);
-      throw;
-    }
-  }
-
-  troupe::bench::TroupeRings rings_;
-  int wake_[2] = {-1, -1};  // before child_: start_child() sets it
-  troupe::ChildProcess child_;
+  RoundChild child_;
   troupe::shm::SpscRingProducer requests_;
   troupe::shm::SpscRingConsumer replies_;
   troupe::FrameBuilder builder_;
