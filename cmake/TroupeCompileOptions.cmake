@@ -31,5 +31,10 @@ function(troupe_add_library name)
   target_link_libraries(troupe_${name} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_PRIVATE_DEPS}
                         $<BUILD_INTERFACE:troupe_compile_options>)
   target_compile_features(troupe_${name} PUBLIC cxx_std_20)
+  if(TROUPE_SANITIZE)
+    # An installed sanitized library needs the sanitizer's runtime in every program it is
+    # linked into: the package says so, or a consumer's link fails on __asan_*/__tsan_*.
+    target_link_options(troupe_${name} INTERFACE $<INSTALL_INTERFACE:-fsanitize=${_troupe_san}>)
+  endif()
   install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 endfunction()
