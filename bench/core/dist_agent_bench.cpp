@@ -279,7 +279,7 @@ class WireFloorRoundTrips {
 
   /// One round of `x = echo(x); x.content()`: `warm` untimed, then the mean of `timed`, in ns.
   double measure(int warm, int timed, troupe::Msg& x) {
-    wake_child();
+    child_.wake();
     for (int i = 0; i < warm; ++i) round_trip(x);
     const auto t0 = Clock::now();
     for (int i = 0; i < timed; ++i) round_trip(x);
@@ -300,7 +300,7 @@ class WireFloorRoundTrips {
       troupe::bench::fail("wire floor: a window of " + std::to_string(in_flight) +
                           " calls does not fit the ring");
     }
-    wake_child();
+    child_.wake();
     troupe::Msg reply;
     for (std::size_t i = 0; i < in_flight; ++i) send(++call_id_, {&x, 1});
     std::uint64_t answered = call_id_ - in_flight;
@@ -317,8 +317,6 @@ class WireFloorRoundTrips {
 
  private:
   static constexpr std::size_t kRingBytes = std::size_t{1} << 20;  // the channel's default
-
-  void wake_child() { child_.wake(); }
 
   void round_trip(troupe::Msg& x) {
     send(++call_id_, {&x, 1});
